@@ -1,0 +1,57 @@
+"""Model settings: sizes of the unified decoder, the optional ViT and the image codec.
+
+Field names follow BAGEL's configuration files so that a BAGEL config maps onto them one-to-one.
+"""
+
+import ml_collections
+
+
+def shapes_model(hidden: int = 128, layers: int = 4, heads: int = 4, kv_heads: int = 2,
+                 vocab_size: int = 256) -> ml_collections.ConfigDict:
+    """Return a small model for the Shapes world: pixel-patch codec, no ViT."""
+    config = ml_collections.ConfigDict()
+
+    config.llm = ml_collections.ConfigDict()
+    config.llm.vocab_size = vocab_size
+    config.llm.hidden_size = hidden
+    config.llm.intermediate_size = 4 * hidden
+    config.llm.num_layers = layers
+    config.llm.num_heads = heads
+    config.llm.num_kv_heads = kv_heads
+    config.llm.head_dim = hidden // heads
+    config.llm.rms_norm_eps = 1e-6
+    config.llm.rope_theta = 10000.0
+    config.llm.qk_norm = True
+
+    config.vit = ml_collections.ConfigDict()
+    config.vit.enabled = False
+    config.vit.hidden_size = 32
+    config.vit.intermediate_size = 64
+    config.vit.num_layers = 1
+    config.vit.num_heads = 2
+    config.vit.patch_size = 14
+    config.vit.max_patches_per_side = 70
+    config.vit.layer_norm_eps = 1e-6
+
+    # Image tokens: codec latent [channels, H/downsample, W/downsample] cut into
+    # latent_patch_size x latent_patch_size patches, one token each.
+    config.codec = "pixels"  # "pixels" (plain pixel patches) or "vae" (FLUX-layout autoencoder)
+    config.latent_channels = 3
+    config.latent_downsample = 1
+    config.latent_patch_size = 4
+    config.max_latent_size = 16  # latent tokens per side in the position table
+    config.timestep_frequency_dim = 256
+
+    config.vae = ml_collections.ConfigDict()
+    config.vae.ch = 32
+    config.vae.ch_mult = (1, 2, 2, 2)
+    config.vae.num_res_blocks = 1
+    config.vae.z_channels = 16
+    config.vae.in_channels = 3
+    config.vae.out_ch = 3
+    config.vae.scale_factor = 0.3611
+    config.vae.shift_factor = 0.1159
+
+    config.compute_dtype = "float32"  # "float32" or "bfloat16"; parameters stay float32
+    config.mot_routing = "gather"  # "gather" (each token through its own expert) or "dense"
+    return config
