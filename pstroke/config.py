@@ -7,17 +7,61 @@ does not exist; `load_config` gives scripts and tests the same behaviour without
 
 import importlib.util
 import pathlib
-from typing import Sequence
+import sys
+from typing import Callable, Sequence
 
 import ml_collections
+from absl import app, flags
 from ml_collections import config_flags
 
-from pstroke.errors import UserError
+from pstroke.errors import UserError, exit_on_user_error
 
 
 def define_config_flag(name: str = "config") -> config_flags.config_flags._ConfigFlag:
     """Define the `--config` absl flag (with `--config.a.b=value` overrides) and return its holder."""
     return config_flags.DEFINE_config_file(name, None, "Config file, e.g. configs/shapes_tiny.py:variant.")
+
+
+def run_cli(main: Callable[[Sequence[str]], None]) -> None:
+    """Run an absl `main` whose flags include a config flag, with clean errors for bad overrides.
+
+    ml_collections reports an unknown override key (`--config.train.stepz=5`) with a traceback; this
+    prints one line that names the key and exits with 2. A `UserError` raised by `main` is reported
+    the same way.
+    """
+    app.run(exit_on_user_error(main), flags_parser=_parse_flags)
+
+
+def _parse_flags(argv: Sequence[str]) -> Sequence[str]:
+    """Parse absl flags; print one line naming the bad flag or config key and exit 2 on failure."""
+    try:
+        remaining = flags.FLAGS(argv)
+    except flags.Error as error:
+        _exit_with(str(error))
+    except (AttributeError, KeyError, TypeError, ValueError) as error:
+        _exit_with(f"invalid config override: {error}")
+
+    for name in flags.FLAGS:
+        flag = flags.FLAGS[name]
+        if not config_flags.config_flags.is_config_flag(flag):
+            continue
+        try:
+            value = flag.value
+            if value is not None:
+                value.keys()  # config files load lazily; touch it so a bad path fails here
+        except OSError:
+            _exit_with(f"config file not found: --{name}={config_flags.get_config_filename(flag)!r}; "
+                       "pass an existing file such as configs/shapes_tiny.py")
+        if value is None:
+            _exit_with(f"missing --{name}: pass a config file such as --{name}=configs/shapes_tiny.py")
+    return remaining
+
+
+def _exit_with(message: str) -> None:
+    message = message.replace("\\n", " ").replace("\\'", "'").replace("''", "'")
+    message = " ".join(message.split())
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
 
 
 def load_config(spec: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:

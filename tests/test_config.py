@@ -25,3 +25,39 @@ def test_override_with_wrong_type_names_key():
 def test_missing_config_file_is_user_error():
     with pytest.raises(UserError, match="not found"):
         load_config("configs/does_not_exist.py")
+
+
+CLI_SCRIPT = """
+from pstroke.config import define_config_flag, run_cli
+CONFIG = define_config_flag()
+def main(argv):
+    print("steps", CONFIG.value.train.steps)
+run_cli(main)
+"""
+
+
+def _run_cli(*args):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-c", CLI_SCRIPT, *args], capture_output=True, text=True, timeout=120)
+
+
+def test_cli_override_applies():
+    result = _run_cli("--config=configs/shapes_tiny.py", "--config.train.steps=3")
+    assert result.returncode == 0, result.stderr
+    assert "steps 3" in result.stdout
+
+
+def test_cli_misspelled_key_exits_cleanly():
+    result = _run_cli("--config=configs/shapes_tiny.py", "--config.train.stepz=3")
+    assert result.returncode == 2
+    assert "stepz" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_cli_missing_config_file_exits_cleanly():
+    result = _run_cli("--config=configs/nope.py")
+    assert result.returncode == 2
+    assert "configs/nope.py" in result.stderr
+    assert "Traceback" not in result.stderr
