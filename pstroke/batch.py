@@ -26,6 +26,7 @@ Fields (dtype, shape, meaning):
 | `mse_weight` | float32 | [B, T]     | flow-matching weight (1 on noisy latent tokens, else 0) |
 | `stage`      | int32   | [B, T]     | STAGES index of the token, for per-stage metrics |
 | `drop_group` | int32   | [B, T]     | DROP_NONE, DROP_TEXT (prompt text) or DROP_IMAGE (context image) for CFG dropout |
+| `key_visible`| bool    | [B, T]     | set by the train step only: False on a CFG-dropped split, whose keys other splits cannot see |
 
 Padding tokens have `sample_id` 0, causal mode, and zero loss weights.
 """
@@ -57,12 +58,14 @@ def empty_batch(rows: int, length: int, latent_dim: int, vit_patch_dim: int = 0)
     return batch
 
 
-def attention_allowed(sample_id, split_id, split_mode, xp=np):
+def attention_allowed(sample_id, split_id, split_mode, xp=np, key_visible=None):
     """Compute the [..., T, T] boolean mask (query row, key column) from per-token metadata.
 
     A key is visible when it is in the same sample and either in an earlier split, or in the same
     split where the split is bidirectional (full or noise) or the key is not after the query
-    (causal). Keys of a noise split are visible only inside that split. `xp` is numpy or jax.numpy.
+    (causal). Keys of a noise split are visible only inside that split. With `key_visible`
+    ([..., T] bool), keys where it is False are also hidden from every other split (CFG dropout).
+    `xp` is numpy or jax.numpy.
     """
     q_sample, k_sample = sample_id[..., :, None], sample_id[..., None, :]
     q_split, k_split = split_id[..., :, None], split_id[..., None, :]
@@ -76,4 +79,7 @@ def attention_allowed(sample_id, split_id, split_mode, xp=np):
     bidirectional = split_mode[..., :, None] != MODE_CAUSAL
     visible = earlier_split | (same_split & (bidirectional | key_not_after_query))
     hidden_noise = (k_mode == MODE_NOISE) & ~same_split
-    return visible & ~hidden_noise & (q_sample == k_sample)
+    allowed = visible & ~hidden_noise & (q_sample == k_sample)
+    if key_visible is not None:
+        allowed = allowed & (key_visible[..., None, :].astype(bool) | same_split)
+    return allowed
