@@ -1,0 +1,380 @@
+"""The interleaved rollout: one `lax.scan` over rounds of text decoding and image sampling.
+
+A round is one text segment decoded token by token, then, when the model asked for an image, one
+image sampled with the shifted Euler flow sampler under text and image classifier-free guidance
+(BAGEL's three contexts, guidance interval and renorm), then written into the cache. The model's own
+tokens decide what follows each text segment: the logits at its `<|im_end|>` choose among
+`<|vision_start|>` (an image), `<|im_start|>` (more text, next round) and `<|endoftext|>` (the end).
+
+Prompts run as a batch with per-prompt done flags. Once every prompt is done (or the round limit is
+reached), `lax.cond` skips the remaining rounds, so they cost nothing. `max_rounds` is static and
+the round limit is an argument, so one compile serves every number of rounds.
+
+CFG contexts, as in BAGEL's interleaved inference:
+- cond: everything so far.
+- text-uncond: the cond cache as it was after the latest image, before any text since (empty before
+  the first image, so the prompt is dropped too).
+- image-uncond: the prompt segment alone; generated text and images never enter it.
+"""
+
+import functools
+from typing import NamedTuple
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from pstroke.rollout.steps import Cache, ModelSteps, Params
+
+RENORM_TYPES = ("global", "channel", "text_channel")
+
+
+class SamplerSettings(NamedTuple):
+    """The static (hashable) part of `config.sample` that shapes the compiled rollout."""
+
+    max_rounds: int
+    max_text_tokens: int
+    num_steps: int
+    timestep_shift: float
+    cfg_text_scale: float
+    cfg_img_scale: float
+    cfg_interval: tuple[float, float]
+    cfg_renorm_type: str
+    cfg_renorm_min: float
+    temperature: float
+
+    @classmethod
+    def from_config(cls, sample: ml_collections.ConfigDict) -> "SamplerSettings":
+        if sample.cfg_renorm_type not in RENORM_TYPES:
+            raise ValueError(f"sample.cfg_renorm_type={sample.cfg_renorm_type!r}; expected one of {RENORM_TYPES}")
+        if sample.num_steps < 2:
+            raise ValueError(f"sample.num_steps={sample.num_steps}; expected at least 2")
+        return cls(
+            max_rounds=int(sample.max_rounds),
+            max_text_tokens=int(sample.max_text_tokens),
+            num_steps=int(sample.num_steps),
+            timestep_shift=float(sample.timestep_shift),
+            cfg_text_scale=float(sample.cfg_text_scale),
+            cfg_img_scale=float(sample.cfg_img_scale),
+            cfg_interval=(float(sample.cfg_interval[0]), float(sample.cfg_interval[1])),
+            cfg_renorm_type=str(sample.cfg_renorm_type),
+            cfg_renorm_min=float(sample.cfg_renorm_min),
+            temperature=float(sample.temperature),
+        )
+
+
+@flax.struct.dataclass
+class RolloutState:
+    """Loop state carried from round to round. B prompts."""
+
+    cond: Cache  # everything so far
+    text_uncond: Cache  # cond as of the latest image, without the text since
+    image_uncond: Cache  # the prompt segment only
+    next_token: jax.Array  # [B] int32: what the model chose to follow (im_start, vision_start, end_of_text)
+    done: jax.Array  # [B] bool: the model ended the sequence
+    rounds_run: jax.Array  # [B] int32: rounds in which this prompt produced text or an image
+    round_index: jax.Array  # [] int32: rounds started so far
+    rng: jax.Array  # PRNG key
+
+
+@flax.struct.dataclass
+class RoundRecord:
+    """What one round produced. Rows that did nothing have empty text, no image and zero latents."""
+
+    text: jax.Array  # [B, max_text_tokens] int32, pad after `text_length`
+    text_length: jax.Array  # [B] int32
+    has_text: jax.Array  # [B] bool: a text segment was decoded in this round
+    latents: jax.Array  # [B, N, D] float32: the sampled clean image tokens
+    has_image: jax.Array  # [B] bool
+    switch_token: jax.Array  # [B] int32: the model's choice after the text segment, pad if none
+    image_switch_token: jax.Array  # [B] int32: the model's choice after the image, pad if none
+
+
+def shifted_timesteps(num_steps: int, shift: float) -> jax.Array:
+    """Return flow times [num_steps] from 1 to 0: linspace, then t <- s t / (1 + (s - 1) t)."""
+    t = jnp.linspace(1.0, 0.0, num_steps, dtype=jnp.float32)
+    return shift * t / (1.0 + (shift - 1.0) * t)
+
+
+def _row_norm(v: jax.Array, per_token: bool) -> jax.Array:
+    """L2 norm per row over tokens and channels [B, 1, 1], or per token over channels [B, N, 1]."""
+    axes = (-1,) if per_token else (-2, -1)
+    return jnp.sqrt(jnp.sum(jnp.square(v), axis=axes, keepdims=True))
+
+
+def combine_guidance(v_cond: jax.Array, v_text_uncond: jax.Array | None, v_image_uncond: jax.Array | None,
+                     settings: SamplerSettings) -> jax.Array:
+    """Combine branch velocities [B, N, D] with BAGEL's CFG formulas and renorm.
+
+    `v_image_uncond` is None when image guidance is off. The renorm scale clamps the ratio of the
+    conditional norm to the guided norm to [cfg_renorm_min, 1].
+    """
+    text_guided = v_text_uncond + settings.cfg_text_scale * (v_cond - v_text_uncond)
+
+    if settings.cfg_renorm_type == "text_channel":
+        ratio = _row_norm(v_cond, per_token=True) / (_row_norm(text_guided, per_token=True) + 1e-8)
+        text_guided = text_guided * jnp.clip(ratio, settings.cfg_renorm_min, 1.0)
+        if v_image_uncond is None:
+            return text_guided
+        return v_image_uncond + settings.cfg_img_scale * (text_guided - v_image_uncond)
+
+    guided = text_guided
+    if v_image_uncond is not None:
+        guided = v_image_uncond + settings.cfg_img_scale * (text_guided - v_image_uncond)
+    per_token = settings.cfg_renorm_type == "channel"
+    ratio = _row_norm(v_cond, per_token) / (_row_norm(guided, per_token) + 1e-8)
+    return guided * jnp.clip(ratio, settings.cfg_renorm_min, 1.0)
+
+
+def sample_image(steps: ModelSteps, params: Params, state: RolloutState, noise: jax.Array,
+                 settings: SamplerSettings) -> jax.Array:
+    """Integrate x from noise [B, N, D] at t = 1 to clean tokens at t = 0 with Euler steps.
+
+    x <- x - v(x, t_k) (t_k - t_{k+1}) over the shifted schedule, num_steps - 1 evaluations. Each
+    evaluation attends to the contexts without writing them. A branch whose scale is 1 is never
+    traced; image guidance only applies together with text guidance, as in BAGEL.
+    """
+    timesteps = shifted_timesteps(settings.num_steps, settings.timestep_shift)
+    use_text_cfg = settings.cfg_text_scale > 1.0
+    use_image_cfg = use_text_cfg and settings.cfg_img_scale > 1.0
+    low, high = settings.cfg_interval
+    batch = noise.shape[0]
+
+    def cond_velocity(x, t):
+        return steps.velocity(params, state.cond, x, jnp.full((batch,), t))
+
+    def guided_velocity(x, t):
+        t_rows = jnp.full((batch,), t)
+        v_cond = steps.velocity(params, state.cond, x, t_rows)
+        v_text = steps.velocity(params, state.text_uncond, x, t_rows)
+        v_image = steps.velocity(params, state.image_uncond, x, t_rows) if use_image_cfg else None
+        return combine_guidance(v_cond, v_text, v_image, settings)
+
+    def euler_step(k, x):
+        t, t_next = timesteps[k], timesteps[k + 1]
+        if use_text_cfg:
+            in_interval = (t > low) & (t <= high)
+            v = jax.lax.cond(in_interval, guided_velocity, cond_velocity, x, t)
+        else:
+            v = cond_velocity(x, t)
+        return x - v * (t - t_next)
+
+    return jax.lax.fori_loop(0, settings.num_steps - 1, euler_step, noise)
+
+
+def _choose_token(logits: jax.Array, rng: jax.Array, temperature: float) -> jax.Array:
+    """Pick a token per row from logits [B, V]: argmax at temperature 0, else softmax(logits / T)."""
+    if temperature == 0.0:
+        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    return jax.random.categorical(rng, logits / temperature, axis=-1).astype(jnp.int32)
+
+
+def _choose_switch(logits: jax.Array, choices: tuple[int, ...]) -> jax.Array:
+    """Pick what follows a segment: the most likely of the `choices` token ids [B] int32.
+
+    After `<|im_end|>` the sequence format allows an image, more text or the end; after an image's
+    `<|vision_end|>` more text or the end. The choice is the argmax restricted to those tokens,
+    greedy at every temperature, so the sequence structure never breaks.
+    """
+    choices = jnp.array(choices, jnp.int32)
+    return choices[jnp.argmax(logits[:, choices], axis=-1)]
+
+
+def _after_text(steps: ModelSteps) -> tuple[int, int, int]:
+    special = steps.special
+    return special.vision_start, special.im_start, special.end_of_text
+
+
+def _after_image(steps: ModelSteps) -> tuple[int, int]:
+    return steps.special.im_start, steps.special.end_of_text
+
+
+class _SegmentCarry(NamedTuple):
+    cache: Cache
+    logits: jax.Array  # [B, V] float32: next-token logits of each row
+    text: jax.Array  # [B, max_text_tokens + 1] int32
+    length: jax.Array  # [B] int32
+    writing: jax.Array  # [B] bool: the row has not closed its segment yet
+    switch: jax.Array  # [B] int32
+    rng: jax.Array
+
+
+def decode_segment(steps: ModelSteps, params: Params, cache: Cache, start: jax.Array, rng: jax.Array,
+                   settings: SamplerSettings) -> tuple[Cache, jax.Array, jax.Array, jax.Array]:
+    """Decode one text segment in the rows where start [B] is true; other rows stay unchanged.
+
+    Feeds `<|im_start|>`, then one token per step until the row emits `<|im_end|>` or reaches
+    max_text_tokens (then `<|im_end|>` is fed in its place). Returns (cache, text [B, Lt], length [B],
+    switch [B]) where switch is the model's choice after `<|im_end|>` (pad in rows not started).
+    """
+    special = steps.special
+    batch = start.shape[0]
+    max_tokens = settings.max_text_tokens
+
+    opened, logits = steps.decode(params, cache, jnp.full((batch,), special.im_start, jnp.int32))
+    cache = steps.select_rows(start, opened, cache)
+
+    def still_writing(carry: _SegmentCarry):
+        return jnp.any(carry.writing)
+
+    def decode_one(carry: _SegmentCarry) -> _SegmentCarry:
+        rng, token_rng = jax.random.split(carry.rng)
+        token = _choose_token(carry.logits, token_rng, settings.temperature)
+        token = jnp.where(carry.length >= max_tokens, special.im_end, token)
+        closes = token == special.im_end
+        keeps = carry.writing & ~closes
+
+        column = jnp.max(jnp.where(carry.writing, carry.length, 0))  # rows write in lockstep
+        stored = jnp.where(keeps, token, special.pad)
+        text = jax.lax.dynamic_update_slice(carry.text, stored[:, None], (0, column))
+        length = carry.length + keeps.astype(jnp.int32)
+
+        fed, next_logits = steps.decode(params, carry.cache, token)
+        cache = steps.select_rows(carry.writing, fed, carry.cache)
+        switch = jnp.where(carry.writing & closes, _choose_switch(next_logits, _after_text(steps)), carry.switch)
+        logits = jnp.where(carry.writing[:, None], next_logits, carry.logits)
+        return _SegmentCarry(cache, logits, text, length, keeps, switch, rng)
+
+    carry = _SegmentCarry(
+        cache=cache,
+        logits=logits,
+        text=jnp.full((batch, max_tokens + 1), special.pad, jnp.int32),
+        length=jnp.zeros((batch,), jnp.int32),
+        writing=start,
+        switch=jnp.full((batch,), special.pad, jnp.int32),
+        rng=rng,
+    )
+    carry = jax.lax.while_loop(still_writing, decode_one, carry)
+    return carry.cache, carry.text[:, :max_tokens], carry.length, carry.switch
+
+
+def run_round(steps: ModelSteps, params: Params, state: RolloutState,
+              settings: SamplerSettings) -> tuple[RolloutState, RoundRecord]:
+    """Run one round for every prompt that is not done: a text segment, then maybe an image."""
+    special = steps.special
+    batch = state.done.shape[0]
+    rng, text_rng, noise_rng = jax.random.split(state.rng, 3)
+
+    writes_text = ~state.done & (state.next_token == special.im_start)
+    cond, text, text_length, switch = decode_segment(steps, params, state.cond, writes_text, text_rng, settings)
+    next_token = jnp.where(writes_text, switch, state.next_token)
+    state = state.replace(cond=cond)
+
+    draws_image = ~state.done & (next_token == special.vision_start)
+    latents = jnp.zeros((batch, steps.image_tokens, steps.token_dim), jnp.float32)
+
+    def draw(state: RolloutState):
+        noise = jax.random.normal(noise_rng, latents.shape, jnp.float32)
+        image = sample_image(steps, params, state, noise, settings)
+        image = jnp.where(draws_image[:, None, None], image, latents)
+        written, logits = steps.write_image(params, state.cond, image)
+        cond = steps.select_rows(draws_image, written, state.cond)
+        text_uncond = steps.select_rows(draws_image, cond, state.text_uncond)
+        after = jnp.where(draws_image, _choose_switch(logits, _after_image(steps)), next_token)
+        return image, cond, text_uncond, after
+
+    def skip(state: RolloutState):
+        return latents, state.cond, state.text_uncond, next_token
+
+    latents, cond, text_uncond, next_token = jax.lax.cond(jnp.any(draws_image), draw, skip, state)
+
+    acted = writes_text | draws_image
+    new_state = state.replace(
+        cond=cond,
+        text_uncond=text_uncond,
+        next_token=next_token,
+        done=state.done | (acted & (next_token == special.end_of_text)),
+        rounds_run=state.rounds_run + acted.astype(jnp.int32),
+        round_index=state.round_index + 1,
+        rng=rng,
+    )
+    record = RoundRecord(
+        text=text,
+        text_length=text_length,
+        has_text=writes_text,
+        latents=latents,
+        has_image=draws_image,
+        switch_token=jnp.where(writes_text, switch, special.pad),
+        image_switch_token=jnp.where(draws_image, next_token, special.pad),
+    )
+    return new_state, record
+
+
+def empty_record(steps: ModelSteps, batch: int, settings: SamplerSettings) -> RoundRecord:
+    """Return the record of a skipped round: no text, no image."""
+    return RoundRecord(
+        text=jnp.full((batch, settings.max_text_tokens), steps.special.pad, jnp.int32),
+        text_length=jnp.zeros((batch,), jnp.int32),
+        has_text=jnp.zeros((batch,), bool),
+        latents=jnp.zeros((batch, steps.image_tokens, steps.token_dim), jnp.float32),
+        has_image=jnp.zeros((batch,), bool),
+        switch_token=jnp.full((batch,), steps.special.pad, jnp.int32),
+        image_switch_token=jnp.full((batch,), steps.special.pad, jnp.int32),
+    )
+
+
+def start_state(steps: ModelSteps, params: Params, prompt: jax.Array, prompt_length: jax.Array,
+                rng: jax.Array) -> RolloutState:
+    """Write the prompt segments [B, P] (int32, pad after prompt_length [B]) into a fresh state.
+
+    Each prompt segment includes its `<|im_start|>` and `<|im_end|>`. The logits at `<|im_end|>`
+    choose what follows it. Tokens are fed one position at a time so that rows of different lengths
+    share one loop; rows past their length are not written.
+    """
+    batch, prompt_tokens = prompt.shape
+    empty = steps.empty_cache(batch)
+
+    def feed(position, carry):
+        cache, logits = carry
+        fed, next_logits = steps.decode(params, cache, prompt[:, position])
+        inside = position < prompt_length
+        cache = steps.select_rows(inside, fed, cache)
+        logits = jnp.where(inside[:, None], next_logits, logits)
+        return cache, logits
+
+    _, probe_logits = jax.eval_shape(lambda: steps.decode(params, empty, prompt[:, 0]))
+    vocab_logits = jnp.zeros(probe_logits.shape, probe_logits.dtype)
+    cond, logits = jax.lax.fori_loop(0, prompt_tokens, feed, (empty, vocab_logits))
+
+    return RolloutState(
+        cond=cond,
+        text_uncond=empty,
+        image_uncond=cond,
+        next_token=_choose_switch(logits, _after_text(steps)),
+        done=jnp.zeros((batch,), bool),
+        rounds_run=jnp.zeros((batch,), jnp.int32),
+        round_index=jnp.zeros((), jnp.int32),
+        rng=rng,
+    )
+
+
+def rollout(steps: ModelSteps, params: Params, prompt: jax.Array, prompt_length: jax.Array, rng: jax.Array,
+            round_limit: jax.Array, settings: SamplerSettings) -> tuple[RolloutState, RoundRecord]:
+    """Run the whole trajectory of a batch of prompts as one scan over settings.max_rounds rounds.
+
+    Rounds from index `round_limit` on ([] int32, at most max_rounds), and every round after all
+    prompts are done, are skipped with `lax.cond`. Returns the final state and the records stacked
+    on a leading round axis [max_rounds, B, ...].
+    """
+    state = start_state(steps, params, prompt, prompt_length, rng)
+    batch = prompt.shape[0]
+
+    def one_round(state: RolloutState, _):
+        active = jnp.any(~state.done) & (state.round_index < round_limit)
+        return jax.lax.cond(active, functools.partial(run_round, steps, params, settings=settings),
+                            functools.partial(_skip_round, steps, batch, settings), state)
+
+    return jax.lax.scan(one_round, state, None, length=settings.max_rounds)
+
+
+def _skip_round(steps: ModelSteps, batch: int, settings: SamplerSettings,
+                state: RolloutState) -> tuple[RolloutState, RoundRecord]:
+    return state.replace(round_index=state.round_index + 1), empty_record(steps, batch, settings)
+
+
+@functools.partial(jax.jit, static_argnames=("steps", "settings"))
+def rollout_jit(steps: ModelSteps, params: Params, prompt: jax.Array, prompt_length: jax.Array, rng: jax.Array,
+                round_limit: jax.Array, settings: SamplerSettings) -> tuple[RolloutState, RoundRecord]:
+    """`rollout` compiled once per (steps, settings, shapes); the round limit is traced."""
+    return rollout(steps, params, prompt, prompt_length, rng, round_limit, settings)

@@ -1,0 +1,64 @@
+"""The model functions the rollout calls: the contract between the rollout and a KV-cache model.
+
+The rollout only orchestrates. Every forward pass goes through a `ModelSteps` value, a bundle of
+pure functions over a batched static-shape KV cache, where row b of every array belongs to prompt b.
+`pstroke.rollout.model_steps` builds one from the unified model; tests wrap it to steer decisions.
+"""
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+
+Cache = Any  # pytree of arrays; every leaf has the prompt (batch) axis where `select_rows` expects it
+Params = Any
+
+
+class SpecialTokens(NamedTuple):
+    """Ids of the marker tokens that structure a sequence."""
+
+    im_start: int  # opens a text segment
+    im_end: int  # closes a text segment; its logits choose what follows
+    vision_start: int  # opens an image
+    vision_end: int  # closes an image
+    end_of_text: int  # ends the whole sequence
+    pad: int
+
+
+class ModelSteps(NamedTuple):
+    """Pure, jittable model functions over a batched KV cache.
+
+    Shapes: B prompts, V vocabulary, N image tokens, D values per image token.
+    """
+
+    empty_cache: Callable[[int], Cache]
+    """Return an empty cache for B rows (kv length 0, next rope id 0)."""
+
+    decode: Callable[[Params, Cache, jax.Array], tuple[Cache, jax.Array]]
+    """Append one text token per row ([B] int32, und expert, causal) at the row's next rope id.
+
+    Returns the cache with the token written and the next-token logits [B, V] float32.
+    """
+
+    velocity: Callable[[Params, Cache, jax.Array, jax.Array], jax.Array]
+    """Predict the flow velocity [B, N, D] of noisy latents x_t [B, N, D] at flow time t [B].
+
+    The query block (vision markers + latents, one rope id) attends to the cache and is not written.
+    """
+
+    write_image: Callable[[Params, Cache, jax.Array], tuple[Cache, jax.Array]]
+    """Append a clean image x0 [B, N, D] (markers + latents at t = 0, plus ViT tokens if the model
+    has a ViT) to the cache, advancing each row's rope id as the training layout does.
+
+    Returns the cache and the logits [B, V] at the image's closing `<|vision_end|>`, which choose
+    what follows the image.
+    """
+
+    select_rows: Callable[[jax.Array, Cache, Cache], Cache]
+    """Return a cache with the rows of the first cache where mask [B] is true, else of the second."""
+
+    latents_to_images: Callable[[Params, jax.Array], jax.Array]
+    """Decode image tokens [..., N, D] to uint8 RGB images [..., H, W, 3]."""
+
+    special: SpecialTokens
+    image_tokens: int  # N
+    token_dim: int  # D
