@@ -55,3 +55,49 @@ def shapes_model(hidden: int = 128, layers: int = 4, heads: int = 4, kv_heads: i
     config.compute_dtype = "float32"  # "float32" or "bfloat16"; parameters stay float32
     config.mot_routing = "gather"  # "gather" (each token through its own expert) or "dense"
     return config
+
+
+def bagel_model(llm: dict, vit: dict, vae: dict, bagel: dict) -> ml_collections.ConfigDict:
+    """Return a model section from BAGEL's configuration dicts (llm, vit, vae, bagel-level).
+
+    The dicts use BAGEL's field names, as in its `llm_config.json` / `vit_config.json` and the
+    fixture `config.json`. The ViT layer count is taken as given (the released `vit_config.json`
+    says 27 but the checkpoint holds 26 layers, so pass 26 for it).
+    """
+    config = shapes_model()
+    config.llm.vocab_size = llm["vocab_size"]
+    config.llm.hidden_size = llm["hidden_size"]
+    config.llm.intermediate_size = llm["intermediate_size"]
+    config.llm.num_layers = llm["num_hidden_layers"]
+    config.llm.num_heads = llm["num_attention_heads"]
+    config.llm.num_kv_heads = llm["num_key_value_heads"]
+    config.llm.head_dim = llm.get("head_dim", llm["hidden_size"] // llm["num_attention_heads"])
+    config.llm.rms_norm_eps = llm["rms_norm_eps"]
+    config.llm.rope_theta = float(llm["rope_theta"])
+    config.llm.qk_norm = bool(llm.get("qk_norm", True))
+
+    config.vit.enabled = bool(bagel.get("visual_und", True))
+    config.vit.hidden_size = vit["hidden_size"]
+    config.vit.intermediate_size = vit["intermediate_size"]
+    config.vit.num_layers = vit["num_hidden_layers"]
+    config.vit.num_heads = vit["num_attention_heads"]
+    config.vit.patch_size = vit["patch_size"]
+    config.vit.max_patches_per_side = bagel["vit_max_num_patch_per_side"]
+    config.vit.layer_norm_eps = vit["layer_norm_eps"]
+
+    config.codec = "vae"
+    config.latent_channels = vae["z_channels"]
+    config.latent_downsample = vae["downsample"]
+    config.latent_patch_size = bagel["latent_patch_size"]
+    config.max_latent_size = bagel["max_latent_size"]
+    config.timestep_frequency_dim = bagel.get("timestep_frequency_dim", 256)
+
+    config.vae.ch = vae["ch"]
+    config.vae.ch_mult = tuple(vae["ch_mult"])
+    config.vae.num_res_blocks = vae["num_res_blocks"]
+    config.vae.z_channels = vae["z_channels"]
+    config.vae.in_channels = vae["in_channels"]
+    config.vae.out_ch = vae["out_ch"]
+    config.vae.scale_factor = vae["scale_factor"]
+    config.vae.shift_factor = vae["shift_factor"]
+    return config

@@ -11,7 +11,8 @@ Training forward (`UnifiedModel.__call__`) takes the packed batch of `pstroke.ba
 | `llm_input`     | [B, T, H]     | embeddings entering the decoder |
 | `layer_outputs` | [L, B, T, H]  | residual stream after each layer (only with `return_layers=True`) |
 
-Latent tokens enter as x_t = (1 - t) * latent + t * noise with t = `timestep`, embedded as
+The mask comes from `sample_id`, `split_id`, `split_mode` and the optional `key_visible` through
+`pstroke.batch.attention_allowed`. Latent tokens enter as x_t = (1 - t) * latent + t * noise with t = `timestep`, embedded as
 vae2llm(x_t) + time_embedder(t) + sincos(latent_pos). ViT tokens (when `model.vit.enabled`) enter
 as connector(ViT(vit_patch)) + sincos(vit_pos). Other tokens take `embed_tokens[token_id]`.
 """
@@ -136,7 +137,8 @@ class UnifiedModel(nn.Module):
 
     def __call__(self, batch, return_layers: bool = False):
         x = self.embed_batch(batch)
-        mask = attention_allowed(batch["sample_id"], batch["split_id"], batch["split_mode"], xp=jnp)
+        mask = attention_allowed(batch["sample_id"], batch["split_id"], batch["split_mode"], xp=jnp,
+                                 key_visible=batch.get("key_visible"))
         residual, layer_outputs, _, _, routing = self.decode(x, batch["expert"], batch["position"], mask)
         hidden, logits, velocity = self.heads(residual, routing)
 
