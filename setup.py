@@ -19,6 +19,7 @@ setuptools.setup(
         "optax>=0.2.4,<0.4",
         "orbax-checkpoint>=0.11,<0.14",
         "tensorflow-datasets>=4.9.7,<5",
+        "importlib_resources>=6,<8",  # used by tensorflow-datasets via etils.epath; not pulled in by it
         "array_record>=0.7,<0.10",
         "grain>=0.2.10,<0.4",
         "ml_collections>=1.0,<2",

@@ -6,6 +6,7 @@ import ml_collections
 def default_config() -> ml_collections.ConfigDict:
     """Return the data section of a config."""
     config = ml_collections.ConfigDict()
+    config.source = "shapes"  # "shapes" (trajectories of the Shapes world) or "synthetic" (random batches)
     config.dir = ""  # dataset folder written by `python -m pstroke.build_data`; "" builds in memory
     config.version = "1.0.0"  # dataset version to read from `dir`
     config.seq_len = 1024  # tokens per packed row

@@ -201,3 +201,17 @@ def prompt_tokens(prompt: str, tokenizer: Tokenizer, single_step: bool = False) 
     """Return the prompt segment's ids with its markers, as a process or single-step sample starts."""
     text = prompt if single_step else grammar.prompt_text(prompt)
     return [tokenizer.im_start_id] + tokenizer.encode(text) + [tokenizer.im_end_id]
+
+
+def sample_length(record: dict, config) -> int:
+    """Return the process-format token count of a record without rendering its images."""
+    tokenizer = build_tokenizer(config)
+    patch = config.model.latent_patch_size
+    image_tokens = (config.world.canvas // patch) ** 2 + 2
+    length = 0
+    for segment in record["segments"]:
+        if segment["type"] == "image":
+            length += 2 * image_tokens
+        else:
+            length += 2 + sum(len(tokenizer.encode(content)) for content, _ in segment["parts"])
+    return length

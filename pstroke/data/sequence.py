@@ -131,8 +131,7 @@ def build_sample(segments: list[Segment], tokenizer: Tokenizer, model_config, en
     truncated sample, whose last segment then has no switch CE.
     """
     codec.check_pixels_codec(model_config)
-    patch = model_config.latent_patch_size
-    latent_dim = patch * patch * model_config.latent_channels
+    latent_dim = model_config.latent_patch_size ** 2 * model_config.latent_channels
 
     splits = []
     position = 0
@@ -143,9 +142,7 @@ def build_sample(segments: list[Segment], tokenizer: Tokenizer, model_config, en
             position += len(splits[-1]["token_id"])
             continue
 
-        height, width, _ = segment.image.shape
-        latent = codec.patchify(segment.image, patch)
-        latent_pos = codec.latent_positions(height, width, patch, model_config.max_latent_size)
+        latent, latent_pos = codec.image_tokens(segment.image, model_config)
         splits.append(_image_split(latent, latent_pos, tokenizer, position, segment.stage, batch_format.MODE_NOISE))
         if segment.clean_copy:
             clean = _image_split(latent, latent_pos, tokenizer, position, segment.stage, batch_format.MODE_FULL)
