@@ -49,10 +49,12 @@ def default_config() -> ml_collections.ConfigDict:
         ("mlp", "tensor"),
         ("heads", "tensor"),
         ("kv_heads", "tensor"),
-        ("q_heads", "tensor"),
-        ("joined_kv", "tensor"),
+        ("vit_mlp", "tensor"),
+        ("vit_heads", "tensor"),
         ("layers", None),
         ("length", None),
+        ("expert", None),
+        ("head_dim", None),
     )
     return config
 

@@ -42,7 +42,10 @@ def make_mesh(mesh_config: ml_collections.ConfigDict, devices: Sequence[jax.Devi
     """Build the ('data', 'fsdp', 'tensor') mesh over `devices` (default: all devices)."""
     devices = list(devices) if devices is not None else jax.devices()
     shape = mesh_shape(mesh_config, len(devices))
-    return jax.make_mesh(shape, MESH_AXES, devices=devices)
+    # Auto axes: XLA propagates shardings from the explicit in/out shardings and the model's
+    # logical constraints, as Flax Linen's partitioning helpers expect.
+    auto = (jax.sharding.AxisType.Auto,) * len(MESH_AXES)
+    return jax.make_mesh(shape, MESH_AXES, axis_types=auto, devices=devices)
 
 
 def axis_rules(train_config: ml_collections.ConfigDict) -> tuple[tuple[str, Any], ...]:

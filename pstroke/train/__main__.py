@@ -1,0 +1,38 @@
+"""Command line: `python -m pstroke.train --config=configs/shapes_tiny.py --workdir=DIR [--config.a.b=v ...]`.
+
+Rerunning the same command resumes from the latest checkpoint in DIR. On a multi-host TPU slice,
+pass --distributed on every host so `jax.distributed.initialize()` runs before any device use.
+"""
+
+import logging
+from typing import Sequence
+
+import jax
+from absl import flags
+
+from pstroke.config import define_config_flag, run_cli
+from pstroke.errors import UserError
+
+_CONFIG = define_config_flag()
+_WORKDIR = flags.DEFINE_string("workdir", None, "Folder for checkpoints, metrics and the resolved config.")
+_DISTRIBUTED = flags.DEFINE_bool("distributed", False,
+                                 "Call jax.distributed.initialize() first (multi-host TPU or multi-process runs).")
+
+
+def main(argv: Sequence[str]) -> None:
+    if len(argv) > 1:
+        raise UserError(f"unexpected arguments {' '.join(argv[1:])!r}; pass settings as --config.a.b=value")
+    if not _WORKDIR.value:
+        raise UserError("missing --workdir: pass a folder for checkpoints and metrics, e.g. --workdir=runs/tiny")
+    logging.getLogger().setLevel(logging.INFO)
+    logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax logs every save at INFO through absl
+    if _DISTRIBUTED.value:
+        jax.distributed.initialize()
+
+    from pstroke.train.loop import train  # imported after initialize(): it touches devices
+
+    train(_CONFIG.value, _WORKDIR.value)
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,286 @@
+"""The training loop: workdir, mesh, data, state (fresh or resumed), then steps with logging and checkpoints."""
+
+import dataclasses
+import logging
+import math
+import pathlib
+import signal
+import subprocess
+from typing import Any, Callable, Iterator
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from pstroke import batch as batch_format
+from pstroke.errors import UserError
+from pstroke.train import checkpoint as checkpoint_lib
+from pstroke.train import optim, synthetic
+from pstroke.train import sharding as sharding_lib
+from pstroke.train import state as state_lib
+from pstroke.train import step as step_lib
+from pstroke.train.metrics_writer import MetricsWriter, Progress
+
+log = logging.getLogger(__name__)
+
+# Metrics checked for NaN and inf after every step, in the order they are reported.
+FINITE_METRICS = ("loss", "ce", "mse", "grad_norm", "update_norm", "param_norm")
+
+
+class TrainingDiverged(UserError):
+    """A NaN or inf metric stopped training; the last checkpoint was saved before that step."""
+
+
+def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> pathlib.Path:
+    """Create `workdir` and write the resolved config and the git revision into it (process 0).
+
+    Raises:
+      UserError: the folder cannot be created or written.
+    """
+    path = pathlib.Path(workdir).expanduser().absolute()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        if jax.process_index() == 0:
+            (path / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
+            (path / "config.txt").write_text(str(config))
+            (path / "git_revision.txt").write_text(_git_revision() + "\n")
+    except OSError as error:
+        raise UserError(f"workdir {str(path)!r} is not writable ({error.strerror or error}); "
+                        f"pass a --workdir you can write to") from None
+    return path
+
+
+def _git_revision() -> str:
+    """Return the commit of the pstroke checkout, with "-dirty" for local changes, or "unknown"."""
+    source = pathlib.Path(__file__).resolve().parent
+    try:
+        revision = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=40"], cwd=source,
+                                  capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return revision or "unknown"
+
+
+def make_data_iterator(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> Iterator[dict]:
+    """Return the training batch iterator named by `config.data.source` ("synthetic" or "shapes").
+
+    Both kinds yield global batches sharded over ('data', 'fsdp') and offer `get_state`/`set_state`.
+    """
+    source = config.data.source
+    if source == "synthetic":
+        layout = synthetic.layout_from_config(config)
+        return synthetic.SyntheticIterator(layout, config.data.seed, sharding_lib.batch_sharding(mesh))
+    if source == "shapes":
+        from pstroke.data.pipeline import make_iterator
+
+        return make_iterator(config, "train", mesh)
+    raise UserError(f"invalid data.source {source!r}: use 'synthetic' or 'shapes'")
+
+
+def example_batch(config: ml_collections.ConfigDict) -> dict[str, jax.ShapeDtypeStruct]:
+    """Shapes of one global batch as the model sees it (with `noise` and `key_visible`)."""
+    model = config.model
+    latent_dim = model.latent_patch_size ** 2 * model.latent_channels
+    vit_dim = 3 * model.vit.patch_size ** 2 if model.vit.enabled else 0
+    host = batch_format.empty_batch(config.train.batch_size, config.data.seq_len, latent_dim, vit_dim)
+    host["noise"] = host["latent"]
+    host["key_visible"] = np.ones(host["sample_id"].shape, bool)
+    return {name: jax.ShapeDtypeStruct(value.shape, value.dtype) for name, value in host.items()}
+
+
+def make_param_init(config: ml_collections.ConfigDict):
+    """Return `init_params(rng)`: the model's boxed float32 parameters for batches of this config."""
+    from pstroke.model.unified import init_params
+
+    shapes = example_batch(config)
+
+    def init(rng: jax.Array) -> Any:
+        batch = {name: jnp.zeros(shape.shape, shape.dtype) for name, shape in shapes.items()}
+        return init_params(config, rng, batch)
+
+    return init
+
+
+def check_batch_size(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> None:
+    """Raise UserError unless the batch rows split evenly over the ('data', 'fsdp') devices."""
+    shards = mesh.shape["data"] * mesh.shape["fsdp"]
+    if config.train.batch_size % shards:
+        raise UserError(f"train.batch_size {config.train.batch_size} does not split over data x fsdp = {shards} "
+                        f"devices; use a multiple of {shards}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Parts:
+    """The compiled pieces of one training set-up on one mesh.
+
+    rules: logical-axis rules; call `step_fn` inside `jax.set_mesh(mesh)` and
+      `nn.logical_axis_rules(rules)`.
+    abstract_state: ShapeDtypeStructs (with shardings) of the state, the target of a restore.
+    shardings: NamedSharding per state leaf.
+    init_state: creates a fresh state directly in its sharded layout.
+    step_fn: the jitted `train_step(state, batch, rng) -> (state, metrics)`, state donated.
+    """
+
+    mesh: jax.sharding.Mesh
+    rules: tuple
+    abstract_state: state_lib.TrainState
+    shardings: state_lib.TrainState
+    init_state: Callable[[], state_lib.TrainState]
+    step_fn: Callable
+
+
+def build(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> Parts:
+    """Build the model, optimiser, state layout and jitted step of `config` on `mesh`."""
+    from pstroke.model.losses import losses as model_losses
+    from pstroke.model.unified import UnifiedModel
+
+    train_config = config.train
+    rules = sharding_lib.axis_rules(train_config)
+    model = UnifiedModel(config.model)
+    optimizer = optim.make_optimizer(train_config)
+    init_params = make_param_init(config)
+    use_ema = train_config.ema_decay > 0
+    abstract, shardings = state_lib.state_shardings(init_params, optimizer, use_ema, train_config.seed, mesh, rules)
+
+    def init_state() -> state_lib.TrainState:
+        return state_lib.init_state(init_params, optimizer, use_ema, train_config.seed, mesh, rules)
+
+    step_fn = step_lib.jit_train_step(model, model_losses, optimizer, train_config, shardings, mesh)
+    return Parts(mesh=mesh, rules=rules, abstract_state=abstract, shardings=shardings, init_state=init_state,
+                 step_fn=step_fn)
+
+
+class _StopFlag:
+    """Set by SIGTERM; the loop then saves a checkpoint and returns."""
+
+    def __init__(self):
+        self.requested = False
+        self.previous = None
+
+    def __enter__(self):
+        try:
+            self.previous = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread: no handler, a SIGTERM ends the process
+            self.previous = None
+        return self
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+
+
+def _fetch(metrics: dict) -> dict[str, float]:
+    """Copy device metrics to host floats (blocks until their step has finished)."""
+    return {name: float(value) for name, value in jax.device_get(metrics).items()}
+
+
+def _check_finite(step: int, metrics: dict[str, float]) -> None:
+    for name in FINITE_METRICS + tuple(sorted(metrics)):
+        if name in metrics and not math.isfinite(metrics[name]):
+            raise TrainingDiverged(f"training stopped at step {step}: metric {name!r} is {metrics[name]}; "
+                                   f"the last checkpoint before it is kept. Lower train.lr or raise "
+                                   f"train.warmup_steps and resume")
+
+
+def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+    """Train for config.train.steps steps in `workdir`, resuming from its latest checkpoint.
+
+    Returns the host metrics of the last step. Raises UserError for a bad workdir, mesh, batch size
+    or checkpoint, and TrainingDiverged (a UserError) for a NaN or inf metric.
+    """
+    train_config = config.train
+    log.info("Stage 1/5: workdir %s", workdir)
+    path = prepare_workdir(workdir, config)
+
+    log.info("Stage 2/5: mesh over %d devices", jax.device_count())
+    mesh = sharding_lib.make_mesh(config.mesh)
+    check_batch_size(config, mesh)
+    log.info("mesh %s", dict(mesh.shape))
+
+    log.info("Stage 3/5: data (%s)", config.data.source)
+    data = make_data_iterator(config, mesh)
+
+    log.info("Stage 4/5: model, optimiser and state")
+    parts = build(config, mesh)
+    checkpointer = checkpoint_lib.Checkpointer(path / "checkpoints", train_config.checkpoint_every,
+                                               train_config.keep_checkpoints, train_config.async_checkpoints)
+    try:
+        state = _restore_or_init(parts, checkpointer, data, train_config.restore_step)
+
+        log.info("Stage 5/5: training to step %d", train_config.steps)
+        with jax.set_mesh(mesh), nn.logical_axis_rules(parts.rules), _StopFlag() as stop:
+            return _run_steps(state, parts.step_fn, data, checkpointer, path, train_config, stop)
+    finally:
+        checkpointer.wait()
+        checkpointer.close()
+
+
+def _restore_or_init(parts: Parts, checkpointer: checkpoint_lib.Checkpointer, data,
+                     restore_step: int) -> state_lib.TrainState:
+    """Restore `restore_step` (-1: the latest, if any) with the data-iterator state, else initialise."""
+    step = restore_step if restore_step >= 0 else checkpointer.latest_step()
+    if step is None:
+        state = parts.init_state()
+        log.info("initialised a new state (%s parameters)", f"{_count(state.params):,}")
+        return state
+    state, data_state = checkpointer.restore(step, parts.abstract_state)
+    data.set_state(data_state)
+    log.info("resumed from checkpoint step %d", step)
+    return state
+
+
+def _run_steps(state, step_fn, data, checkpointer, path, train_config, stop) -> dict[str, float]:
+    """Run steps until train.steps or SIGTERM; metrics are fetched one step late so the host never
+    waits for the device except before a checkpoint, which must follow a finite step."""
+    step = int(jax.device_get(state.step))
+    writer = MetricsWriter(path, enabled=jax.process_index() == 0)
+    progress = Progress(step, train_config.steps)
+    fold_in = jax.jit(jax.random.fold_in)
+    pending: tuple[int, dict] | None = None
+    last: dict[str, float] = {}
+    saved_step = step
+
+    def report(pending_step: int, device_metrics: dict) -> dict[str, float]:
+        metrics = _fetch(device_metrics)
+        _check_finite(pending_step, metrics)
+        progress.add_tokens(metrics["tokens"])
+        if pending_step % train_config.log_every == 0 or pending_step == train_config.steps:
+            writer.write(pending_step, metrics)
+            log.info(progress.line(pending_step, metrics))
+        return metrics
+
+    try:
+        while step < train_config.steps and not stop.requested:
+            batch = next(data)
+            rng = fold_in(state.rng, step)
+            state, metrics = step_fn(state, batch, rng)
+            step += 1
+
+            if pending is not None:
+                last = report(*pending)
+            pending = (step, metrics)
+
+            final = step == train_config.steps or stop.requested
+            if final or checkpointer.should_save(step):
+                last = report(*pending)
+                pending = None
+                checkpointer.save(step, state, data.get_state(), force=final)
+                saved_step = step
+        if pending is not None:
+            last = report(*pending)
+        if stop.requested:
+            if saved_step != step:
+                checkpointer.save(step, state, data.get_state(), force=True)
+            log.warning("SIGTERM received: saved step %d and stopped", step)
+    finally:
+        writer.close()
+    return last
+
+
+def _count(params) -> int:
+    return sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(params))
