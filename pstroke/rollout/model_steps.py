@@ -159,9 +159,10 @@ def _latents_to_images(config, params, tokens):
     return images.reshape(tokens.shape[:-2] + images.shape[1:])
 
 
-def build_model_steps(config, special: SpecialTokens) -> ModelSteps:
+def build_model_steps(config, special: SpecialTokens, text_vocab_size: int) -> ModelSteps:
     """Return the `ModelSteps` of `UnifiedModel(config.model)` for the `config.sample` settings.
 
+    `text_vocab_size` is the tokenizer's vocabulary size (at most model.llm.vocab_size).
     Build it once and reuse it: `rollout_jit` compiles once per `ModelSteps` value.
     """
     model = config.model
@@ -180,6 +181,7 @@ def build_model_steps(config, special: SpecialTokens) -> ModelSteps:
         select_rows=_select_rows,
         latents_to_images=functools.partial(_latents_to_images, config),
         special=special,
+        text_vocab_size=text_vocab_size,
         image_tokens=rows * cols,
         token_dim=latent_dim(model),
     )

@@ -71,11 +71,12 @@ class RolloutState:
     cond: Cache  # everything so far
     text_uncond: Cache  # cond as of the latest image, without the text since
     image_uncond: Cache  # the prompt segment only
+    first_choice: jax.Array  # [B] int32: what the model chose to follow the prompt
     next_token: jax.Array  # [B] int32: what the model chose to follow (im_start, vision_start, end_of_text)
     done: jax.Array  # [B] bool: the model ended the sequence
     rounds_run: jax.Array  # [B] int32: rounds in which this prompt produced text or an image
     round_index: jax.Array  # [] int32: rounds started so far
-    rng: jax.Array  # PRNG key
+    rng: jax.Array  # [B] PRNG keys, one per prompt, so a prompt's result does not depend on its batch
 
 
 @flax.struct.dataclass
@@ -89,6 +90,15 @@ class RoundRecord:
     has_image: jax.Array  # [B] bool
     switch_token: jax.Array  # [B] int32: the model's choice after the text segment, pad if none
     image_switch_token: jax.Array  # [B] int32: the model's choice after the image, pad if none
+
+
+def prompt_keys(seed: int, prompt_index: jax.Array) -> jax.Array:
+    """Return one PRNG key per prompt [B] from a seed and global prompt indices [B].
+
+    A prompt's key, and so its trajectory, does not depend on the batch it runs in.
+    """
+    base = jax.random.PRNGKey(seed)
+    return jax.vmap(lambda index: jax.random.fold_in(base, index))(jnp.asarray(prompt_index))
 
 
 def shifted_timesteps(num_steps: int, shift: float) -> jax.Array:
@@ -163,11 +173,28 @@ def sample_image(steps: ModelSteps, params: Params, state: RolloutState, noise: 
     return jax.lax.fori_loop(0, settings.num_steps - 1, euler_step, noise)
 
 
-def _choose_token(logits: jax.Array, rng: jax.Array, temperature: float) -> jax.Array:
-    """Pick a token per row from logits [B, V]: argmax at temperature 0, else softmax(logits / T)."""
+def _choose_token(logits: jax.Array, rng: jax.Array, steps: ModelSteps, temperature: float) -> jax.Array:
+    """Pick a text token per row from logits [B, V] with per-row keys rng [B]: argmax at
+    temperature 0, else a draw from softmax(logits / T).
+
+    Marker tokens other than `<|im_end|>` cannot occur inside a text segment, and the model's rows
+    past the tokenizer's vocabulary have no token, so both are excluded.
+    """
+    special = steps.special
+    banned = jnp.array([special.im_start, special.vision_start, special.vision_end, special.end_of_text,
+                        special.pad], jnp.int32)
+    logits = logits.at[:, banned].set(-jnp.inf)
+    logits = jnp.where(jnp.arange(logits.shape[-1]) < steps.text_vocab_size, logits, -jnp.inf)
     if temperature == 0.0:
         return jnp.argmax(logits, axis=-1).astype(jnp.int32)
-    return jax.random.categorical(rng, logits / temperature, axis=-1).astype(jnp.int32)
+    draw = jax.vmap(lambda key, row: jax.random.categorical(key, row / temperature))
+    return draw(rng, logits).astype(jnp.int32)
+
+
+def _split_rows(keys: jax.Array, count: int) -> tuple[jax.Array, ...]:
+    """Split each row's key of keys [B] into `count` keys; return `count` arrays of [B] keys."""
+    split = jax.vmap(lambda key: jax.random.split(key, count))(keys)
+    return tuple(split[:, index] for index in range(count))
 
 
 def _choose_switch(logits: jax.Array, choices: tuple[int, ...]) -> jax.Array:
@@ -219,8 +246,8 @@ def decode_segment(steps: ModelSteps, params: Params, cache: Cache, start: jax.A
         return jnp.any(carry.writing)
 
     def decode_one(carry: _SegmentCarry) -> _SegmentCarry:
-        rng, token_rng = jax.random.split(carry.rng)
-        token = _choose_token(carry.logits, token_rng, settings.temperature)
+        rng, token_rng = _split_rows(carry.rng, 2)
+        token = _choose_token(carry.logits, token_rng, steps, settings.temperature)
         token = jnp.where(carry.length >= max_tokens, special.im_end, token)
         closes = token == special.im_end
         keeps = carry.writing & ~closes
@@ -254,7 +281,7 @@ def run_round(steps: ModelSteps, params: Params, state: RolloutState,
     """Run one round for every prompt that is not done: a text segment, then maybe an image."""
     special = steps.special
     batch = state.done.shape[0]
-    rng, text_rng, noise_rng = jax.random.split(state.rng, 3)
+    rng, text_rng, noise_rng = _split_rows(state.rng, 3)
 
     writes_text = ~state.done & (state.next_token == special.im_start)
     cond, text, text_length, switch = decode_segment(steps, params, state.cond, writes_text, text_rng, settings)
@@ -265,7 +292,7 @@ def run_round(steps: ModelSteps, params: Params, state: RolloutState,
     latents = jnp.zeros((batch, steps.image_tokens, steps.token_dim), jnp.float32)
 
     def draw(state: RolloutState):
-        noise = jax.random.normal(noise_rng, latents.shape, jnp.float32)
+        noise = jax.vmap(lambda key: jax.random.normal(key, latents.shape[1:], jnp.float32))(noise_rng)
         image = sample_image(steps, params, state, noise, settings)
         image = jnp.where(draws_image[:, None, None], image, latents)
         written, logits = steps.write_image(params, state.cond, image)
@@ -318,6 +345,7 @@ def start_state(steps: ModelSteps, params: Params, prompt: jax.Array, prompt_len
                 rng: jax.Array) -> RolloutState:
     """Write the prompt segments [B, P] (int32, pad after prompt_length [B]) into a fresh state.
 
+    `rng` holds one key per prompt [B].
     Each prompt segment includes its `<|im_start|>` and `<|im_end|>`. The logits at `<|im_end|>`
     choose what follows it. Tokens are fed one position at a time so that rows of different lengths
     share one loop; rows past their length are not written.
@@ -337,12 +365,14 @@ def start_state(steps: ModelSteps, params: Params, prompt: jax.Array, prompt_len
     vocab_logits = jnp.zeros(probe_logits.shape, probe_logits.dtype)
     cond, logits = jax.lax.fori_loop(0, prompt_tokens, feed, (empty, vocab_logits))
 
+    first_choice = _choose_switch(logits, _after_text(steps))
     return RolloutState(
         cond=cond,
         text_uncond=empty,
         image_uncond=cond,
-        next_token=_choose_switch(logits, _after_text(steps)),
-        done=jnp.zeros((batch,), bool),
+        first_choice=first_choice,
+        next_token=first_choice,
+        done=first_choice == steps.special.end_of_text,
         rounds_run=jnp.zeros((batch,), jnp.int32),
         round_index=jnp.zeros((), jnp.int32),
         rng=rng,
@@ -354,8 +384,8 @@ def rollout(steps: ModelSteps, params: Params, prompt: jax.Array, prompt_length:
     """Run the whole trajectory of a batch of prompts as one scan over settings.max_rounds rounds.
 
     Rounds from index `round_limit` on ([] int32, at most max_rounds), and every round after all
-    prompts are done, are skipped with `lax.cond`. Returns the final state and the records stacked
-    on a leading round axis [max_rounds, B, ...].
+    prompts are done, are skipped with `lax.cond`. `rng` holds one key per prompt [B]. Returns the
+    final state and the records stacked on a leading round axis [max_rounds, B, ...].
     """
     state = start_state(steps, params, prompt, prompt_length, rng)
     batch = prompt.shape[0]

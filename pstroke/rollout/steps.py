@@ -60,5 +60,6 @@ class ModelSteps(NamedTuple):
     """Decode image tokens [..., N, D] to uint8 RGB images [..., H, W, 3]."""
 
     special: SpecialTokens
+    text_vocab_size: int  # ids at or above it are model rows without a token, never decoded
     image_tokens: int  # N
     token_dim: int  # D
