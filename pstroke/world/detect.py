@@ -34,6 +34,9 @@ ZERO_SIZE_FRACTION = 3 / 32
 # 0.05 of their prototype (confidence above 0.97), and the nearest two prototypes are 0.2 apart.
 FEATURE_SCALE = 0.3
 
+# Column or row maxima of the soft mask below this count as empty (see `shape_features`).
+PROFILE_FLOOR = 0.1
+
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 
 
@@ -58,29 +61,44 @@ def _palette_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 _BACKGROUND, _DIRECTIONS, _INVERSE_NORM2 = _palette_arrays()
 
 
-def snap_to_palette(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Return (colour index [H, W] int, -1 for background; alpha [H, W] float in [0, 1]) of the
-    palette colour whose blend with the background explains each pixel best."""
+def _project(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Return (colour index [H, W], -1 for background; unclipped alpha of every colour [H, W, K])."""
     offset = image.astype(np.float32) - _BACKGROUND  # [H, W, 3]
-    alpha = np.clip((offset @ _DIRECTIONS.T) * _INVERSE_NORM2, 0.0, 1.0)  # [H, W, K]
+    raw_alpha = (offset @ _DIRECTIONS.T) * _INVERSE_NORM2  # [H, W, K]
+    alpha = np.clip(raw_alpha, 0.0, 1.0)
     residual = offset[..., None, :] - alpha[..., None] * _DIRECTIONS  # [H, W, K, 3]
     error = np.sum(residual**2, axis=-1)  # [H, W, K]
 
-    best = np.argmin(error, axis=-1)
-    best_alpha = np.take_along_axis(alpha, best[..., None], axis=-1)[..., 0]
-    index = np.where(best_alpha > 0.5, best, -1)
-    return index, best_alpha
+    best = np.argmin(error, axis=-1)[..., None]
+    index = np.where(np.take_along_axis(alpha, best, axis=-1)[..., 0] > 0.5, best[..., 0], -1)
+    return index, raw_alpha
+
+
+def snap_to_palette(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Return (colour index [H, W] int, -1 for background; alpha [H, W] float) of the palette colour
+    whose blend with the background explains each pixel best.
+
+    `alpha` is the unclipped projection on that colour's blend line (about 0 on the background and
+    1 inside an object), so that pixel noise averages out in sums of it.
+    """
+    index, raw_alpha = _project(image)
+    best = np.where(index >= 0, index, np.argmax(raw_alpha, axis=-1))
+    return index, np.take_along_axis(raw_alpha, best[..., None], axis=-1)[..., 0]
 
 
 def shape_features(alpha: np.ndarray) -> tuple[float, float, float, tuple[float, float, float, float]]:
     """Return (fill ratio, vertical skewness, aspect ratio, box) of one object's soft mask.
 
-    `alpha` [h, w] is the object's coverage per pixel (0 outside it). Width and height are the sums
-    of the column and row maxima, which equal the bounding-box sides for every shape of the world
-    because each has a full-coverage row and column through its box.
+    `alpha` [h, w] is the object's coverage per pixel (0 outside it, may be noisy). Width and height
+    are the sums of the column and row maxima, which equal the bounding-box sides for every shape
+    of the world because each has a full-coverage row and column through its box. Maxima below
+    `PROFILE_FLOOR` count as 0, because the maximum of a column of pure noise is well above 0.
     """
-    column_profile = alpha.max(axis=0)
-    row_profile = alpha.max(axis=1)
+    clipped = np.clip(alpha, 0.0, 1.0)
+    column_profile = clipped.max(axis=0)
+    column_profile[column_profile < PROFILE_FLOOR] = 0.0
+    row_profile = clipped.max(axis=1)
+    row_profile[row_profile < PROFILE_FLOOR] = 0.0
     width = float(column_profile.sum())
     height = float(row_profile.sum())
     area = float(alpha.sum())
@@ -147,39 +165,52 @@ def classify_shape(fill: float, skew: float, size: float) -> tuple[str, float]:
     return best_shape, float(np.exp(-((best_distance / FEATURE_SCALE) ** 2)))
 
 
-def detect(image: np.ndarray) -> list[Detection]:
-    """Detect the objects of a square uint8 RGB image [H, W, 3], in no particular order."""
-    canvas = image.shape[0]
-    index, alpha = snap_to_palette(image)
-    min_area = MIN_AREA_FRACTION * canvas * canvas
-    full_size, zero_size = FULL_SIZE_FRACTION * canvas, ZERO_SIZE_FRACTION * canvas
-
-    detections = []
+def _components(index: np.ndarray, min_area: float) -> tuple[np.ndarray, list[tuple[int, tuple[slice, slice]]]]:
+    """Return (object id map [H, W], 0 for none; (colour index, slice) of each object id from 1),
+    keeping the 8-connected components of each colour with at least `min_area` pixels."""
+    owner = np.zeros(index.shape, dtype=np.int32)
+    objects = []
     for color_index in np.unique(index):
         if color_index < 0:
             continue
-        labels, count = ndimage.label(index == color_index, structure=_EIGHT_CONNECTED)
+        labels, _ = ndimage.label(index == color_index, structure=_EIGHT_CONNECTED)
         for component, region in enumerate(ndimage.find_objects(labels), start=1):
             mask = labels[region] == component
             if mask.sum() < min_area:
                 continue
+            objects.append((int(color_index), region))
+            owner[region][mask] = len(objects)
+    return owner, objects
 
-            # Grow the slice and the mask by one pixel so that the anti-aliased rim (alpha below
-            # 0.5) counts toward the soft geometry.
-            grown = tuple(slice(max(s.start - 1, 0), s.stop + 1) for s in region)
-            grown_mask = ndimage.binary_dilation(labels[grown] == component, structure=_EIGHT_CONNECTED)
-            own_colour = (index[grown] == color_index) | (index[grown] < 0)
-            soft = np.where(grown_mask & own_colour, alpha[grown], 0.0)
 
-            fill, skew, aspect, box = shape_features(soft)
-            size = (box[2] - box[0] + box[3] - box[1]) / 2
-            shape, confidence = classify_shape(fill, skew, size)
-            confidence *= float(np.clip((aspect - 0.6) / 0.3, 0.0, 1.0))
-            confidence *= float(np.clip((size - zero_size) / (full_size - zero_size), 0.0, 1.0))
+def detect(image: np.ndarray) -> list[Detection]:
+    """Detect the objects of a square uint8 RGB image [H, W, 3], in no particular order."""
+    canvas = image.shape[0]
+    index, raw_alpha = _project(image)
+    owner, objects = _components(index, MIN_AREA_FRACTION * canvas * canvas)
+    full_size, zero_size = FULL_SIZE_FRACTION * canvas, ZERO_SIZE_FRACTION * canvas
 
-            x0 = box[0] + grown[1].start
-            y0 = box[1] + grown[0].start
-            x1 = box[2] + grown[1].start
-            y1 = box[3] + grown[0].start
-            detections.append(Detection(shape, COLORS[color_index], (x0, y0, x1, y1), confidence))
+    detections = []
+    for object_id, (color_index, region) in enumerate(objects, start=1):
+        # Grow the slice and the mask by one pixel so that the anti-aliased rim (alpha below 0.5)
+        # counts toward the soft geometry. Inside the grown mask the coverage is the projection
+        # on this object's colour, also where noise snapped a pixel to another colour, but never
+        # on a pixel of another object.
+        grown = tuple(slice(max(s.start - 1, 0), s.stop + 1) for s in region)
+        grown_owner = owner[grown]
+        grown_mask = ndimage.binary_dilation(grown_owner == object_id, structure=_EIGHT_CONNECTED)
+        grown_mask &= (grown_owner == 0) | (grown_owner == object_id)
+        soft = np.where(grown_mask, raw_alpha[grown][..., color_index], 0.0)
+
+        fill, skew, aspect, box = shape_features(soft)
+        size = (box[2] - box[0] + box[3] - box[1]) / 2
+        shape, confidence = classify_shape(fill, skew, size)
+        confidence *= float(np.clip((aspect - 0.6) / 0.3, 0.0, 1.0))
+        confidence *= float(np.clip((size - zero_size) / (full_size - zero_size), 0.0, 1.0))
+
+        x0 = box[0] + grown[1].start
+        y0 = box[1] + grown[0].start
+        x1 = box[2] + grown[1].start
+        y1 = box[3] + grown[0].start
+        detections.append(Detection(shape, COLORS[color_index], (x0, y0, x1, y1), confidence))
     return detections
