@@ -46,7 +46,7 @@ def refine(instruction: str) -> str:
 
 def still_to_add(missing: list[str]) -> str:
     """Return the inspection of a consistent but unfinished state."""
-    return "correct so far ; still to add : " + " , ".join(missing)
+    return "correct so far ; still to add : " + (" , ".join(missing) or "nothing")
 
 
 def relation_clause(subject: str, relation: str, reference: str) -> str:

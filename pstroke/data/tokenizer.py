@@ -3,7 +3,8 @@
 The `Tokenizer` protocol is what the sequence builder and the rollout use; a Qwen2 BPE tokenizer
 can implement it later (its special ids are 151643..151653). `WordTokenizer` splits text into
 words, punctuation marks and the special tokens, so `decode(encode(text))` returns the text with
-single spaces between those pieces.
+single spaces between those pieces; the trajectory grammar writes text that way, so its texts
+round-trip exactly.
 """
 
 import re
@@ -21,7 +22,7 @@ SPECIAL_TOKENS = (PAD, END_OF_TEXT, IM_START, IM_END, VISION_START, VISION_END) 
 
 # Words of the trajectory grammar (pstroke.data.grammar) that the world's names do not supply.
 GRAMMAR_WORDS = (
-    "please", "create", "the", "image", "step", "by", "-", ":", ";", ",", "a", "an", "and", "another",
+    "Please", "create", "the", "image", "step-by-step", ":", ";", ",", "a", "an", "and", "another",
     "add", "change", "swap", "remove", "make", "move", "to", "of", "is", "are", "not", "so", "far",
     "still", "correct", "matches", "prompt", "plan", "conflicts", "with", "does", "match", "should",
     "be", "has", "no", "extra", "missing", "wrong", "place", "places", "color", "colors", "instead",
@@ -31,7 +32,7 @@ GRAMMAR_WORDS = (
     "conflicts", "image", "empty",
 )
 
-_PIECE = re.compile(r"<\|[a-z_]+\|>|</?[a-z]+>|[a-z0-9]+|[^\sa-z0-9]", re.IGNORECASE)
+_PIECE = re.compile(r"<\|[a-z_]+\|>|</?[a-z]+>|[a-z0-9]+(?:-[a-z0-9]+)*|[^\sa-z0-9]", re.IGNORECASE)
 
 
 class Tokenizer(Protocol):
@@ -51,9 +52,12 @@ class Tokenizer(Protocol):
 
 
 def split_words(text: str) -> list[str]:
-    """Split `text` into lower-case words, single punctuation marks and special tokens."""
-    return [piece if piece.startswith("<") and len(piece) > 1 else piece.lower()
-            for piece in _PIECE.findall(text)]
+    """Split `text` into words (hyphenated words stay whole), punctuation marks and special tokens.
+
+    Words are case-sensitive: the world's names are lower case, the prompt prefix starts with
+    "Please".
+    """
+    return _PIECE.findall(text)
 
 
 class WordTokenizer:

@@ -85,13 +85,30 @@ def _free_spot(template: scene.PlacedObject, others, canvas: int, rng) -> scene.
     return None
 
 
-def _mirrored(placed: scene.PlacedObject, reference: scene.PlacedObject, relation: str) -> scene.PlacedObject:
-    """Return `placed` reflected through `reference`'s centre on the axis of `relation`."""
-    x, y = placed.center
-    rx, ry = reference.center
-    if relation in ("left of", "right of"):
-        return dataclasses.replace(placed, center=(2 * rx - x, y))
-    return dataclasses.replace(placed, center=(x, 2 * ry - y))
+def _placed_in_relation(placed: scene.PlacedObject, reference: scene.PlacedObject, relation: str, others,
+                        canvas: int, rng) -> scene.PlacedObject | None:
+    """Return `placed` moved to a random free place that is `relation` `reference` and not the
+    opposite by the judge's position rule, or None if none was found."""
+    for _ in range(MAX_TRIES):
+        candidate = _free_spot(placed, others, canvas, rng)
+        if candidate is None:
+            continue
+        found = world_judge.relations_between(candidate.box, reference.box)
+        if relation in found and OPPOSITE[relation] not in found:
+            return candidate
+    return None
+
+
+def _misplaced(placed: scene.PlacedObject, reference: scene.PlacedObject, relation: str, others, canvas: int,
+               rng) -> tuple[scene.PlacedObject, str] | None:
+    """Return `placed` moved where another relation to `reference` holds and `relation` does not,
+    with that relation, or None. Any other relation qualifies because the canvas often has no
+    room on the opposite side of the reference."""
+    for wrong in rng.permutation([r for r in scene.RELATIONS if r != relation]):
+        moved = _placed_in_relation(placed, reference, str(wrong), others, canvas, rng)
+        if moved is not None and relation not in world_judge.relations_between(moved.box, reference.box):
+            return moved, str(wrong)
+    return None
 
 
 OPPOSITE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
@@ -118,15 +135,17 @@ def drawing_order(graph: scene.SceneGraph, layout: scene.Layout) -> list[int]:
 
 
 def state_graph(graph: scene.SceneGraph, objects) -> scene.SceneGraph:
-    """Return the part of `graph` that `objects` draw: drawn specs with drawn counts, and relations
-    between drawn specs. Objects outside the graph (spec index -1) are ignored."""
+    """Return the part of `graph` that `objects` draw: drawn specs with drawn counts (at most the
+    prompt's), and relations between drawn specs. Objects outside the graph (spec index -1) are
+    ignored."""
     counts = {}
     for placed in objects:
         if placed.spec_index >= 0:
             counts[placed.spec_index] = counts.get(placed.spec_index, 0) + 1
     kept = [spec for spec in range(len(graph.objects)) if spec in counts]
     new_index = {spec: index for index, spec in enumerate(kept)}
-    specs = tuple(dataclasses.replace(graph.objects[spec], count=counts[spec]) for spec in kept)
+    specs = tuple(dataclasses.replace(graph.objects[spec], count=min(counts[spec], graph.objects[spec].count))
+                  for spec in kept)
     relations = tuple(scene.Relation(new_index[rel.subject], rel.relation, new_index[rel.reference])
                       for rel in graph.relations if rel.subject in new_index and rel.reference in new_index)
     return scene.SceneGraph(specs, relations)
@@ -184,10 +203,16 @@ def describe(graph: scene.SceneGraph, objects) -> str:
     return " ; ".join([text] + clauses)
 
 
-def inspect_text(graph: scene.SceneGraph, objects) -> str:
-    """Return the inspection of a consistent state: what is still to add, or that it is done."""
+def inspect_text(graph: scene.SceneGraph, objects, last: bool = True) -> str:
+    """Return the inspection of a consistent state: what is still to add, or that it is done.
+
+    "the image matches the prompt" ends a trajectory, so a complete state that another step
+    follows (`last` False, before a non-additive step) reads "still to add : nothing".
+    """
     missing = missing_phrases(graph, objects)
-    return grammar.still_to_add(missing) if missing else grammar.MATCHES_PROMPT
+    if missing or not last:
+        return grammar.still_to_add(missing)
+    return grammar.MATCHES_PROMPT
 
 
 def add_instruction(graph: scene.SceneGraph, placed: scene.PlacedObject, drawn) -> str:
@@ -305,11 +330,17 @@ def _record(subset: str, kind: str, tag: str, prompt: str, graph, canvas: int, s
             "ends": ends, "error": error}
 
 
-def _round(graph, step: Step) -> list[dict]:
+def _round(graph, step: Step, last: bool = True) -> list[dict]:
     """Return the plan, image and inspection segments of a consistent step."""
     return [_text((grammar.plan(step.instruction, describe(graph, step.objects)), "plan")),
             _image(step.objects, "draft_image", "consistent"),
-            _text((inspect_text(graph, step.objects), "inspect"))]
+            _text((inspect_text(graph, step.objects, last), "inspect"))]
+
+
+def _rounds(graph, steps: list[Step], complete: bool) -> list[dict]:
+    """Return the rounds of `steps`; `complete` says whether the last one ends the trajectory."""
+    return [segment for i, step in enumerate(steps)
+            for segment in _round(graph, step, last=complete and i == len(steps) - 1)]
 
 
 def multi_turn(graph, tag: str, layout: scene.Layout, rng, augment_fraction: float, max_images: int) -> dict | None:
@@ -325,7 +356,7 @@ def multi_turn(graph, tag: str, layout: scene.Layout, rng, augment_fraction: flo
     if len(steps) > max_images:
         return None
 
-    segments = [segment for step in steps for segment in _round(graph, step)]
+    segments = _rounds(graph, steps, complete=True)
     return _record("multi_turn", kind, tag, prompts.prompt_for(graph, tag), graph, layout.canvas, segments, ends=True)
 
 
@@ -363,17 +394,16 @@ def _conflict_options(graph, steps: list[Step], canvas: int, rng) -> list[tuple]
 
         rel = _single_relation(graph, obj.spec_index)
         reference = _first_of_spec(before, rel.reference) if rel else None
-        if first_instance and reference:
-            bad = _mirrored(obj, reference, rel.relation)
-            if _fits(bad, before, canvas):
-                opposite = OPPOSITE[rel.relation]
-                subject_text, reference_text = grammar.definite(obj.shape, obj.color), grammar.definite(reference.shape, reference.color)
-                options.append((i, before + (bad,),
-                                f"add {grammar.noun_phrase(obj.shape, obj.color)} {opposite} {reference_text}",
-                                f"the plan conflicts with the prompt : {subject_text} should be {rel.relation} "
-                                f"{reference_text} , not {opposite} it",
-                                f"move {subject_text} {rel.relation} {reference_text}",
-                                {"kind": "relation", "shape": obj.shape, "expected": rel.relation, "got": opposite}))
+        misplaced = _misplaced(obj, reference, rel.relation, before, canvas, rng) if first_instance and reference else None
+        if misplaced is not None:
+            bad, wrong_relation = misplaced
+            subject_text, reference_text = grammar.definite(obj.shape, obj.color), grammar.definite(reference.shape, reference.color)
+            options.append((i, before + (bad,),
+                            f"add {grammar.noun_phrase(obj.shape, obj.color)} {wrong_relation} {reference_text}",
+                            f"the plan conflicts with the prompt : {subject_text} should be {rel.relation} "
+                            f"{reference_text} , not {wrong_relation} it",
+                            f"move {subject_text} {rel.relation} {reference_text}",
+                            {"kind": "relation", "shape": obj.shape, "expected": rel.relation, "got": wrong_relation}))
 
         drawn = sum(1 for placed in step.objects if placed.spec_index == obj.spec_index)
         if spec.count >= 2 and drawn == spec.count and spec.count + 1 < len(grammar.NUMBER_WORDS):
@@ -416,16 +446,25 @@ def _alignment_options(graph, steps: list[Step], canvas: int, rng) -> list[tuple
 
         rel = _single_relation(graph, obj.spec_index)
         reference = _first_of_spec(before, rel.reference) if rel else None
-        if reference and _first_of_spec(before, obj.spec_index) is None:
-            bad = _mirrored(obj, reference, rel.relation)
-            if _fits(bad, before, canvas):
-                opposite = OPPOSITE[rel.relation]
-                subject_text, reference_text = grammar.definite(obj.shape, obj.color), grammar.definite(reference.shape, reference.color)
-                options.append((i, before + (bad,),
-                                f"{mismatch} {subject_text} is {opposite} {reference_text} , not {rel.relation} it",
-                                f"move {subject_text} {rel.relation} {reference_text}",
-                                {"kind": "place", "shape": obj.shape, "expected": rel.relation, "got": opposite}))
+        misplaced = _misplaced(obj, reference, rel.relation, before, canvas, rng) \
+            if reference and _first_of_spec(before, obj.spec_index) is None else None
+        if misplaced is not None:
+            bad, wrong_relation = misplaced
+            subject_text, reference_text = grammar.definite(obj.shape, obj.color), grammar.definite(reference.shape, reference.color)
+            options.append((i, before + (bad,),
+                            f"{mismatch} {subject_text} is {wrong_relation} {reference_text} , not {rel.relation} it",
+                            f"move {subject_text} {rel.relation} {reference_text}",
+                            {"kind": "place", "shape": obj.shape, "expected": rel.relation, "got": wrong_relation}))
     return options
+
+
+def _pick_by_kind(options: list[tuple], rng) -> tuple:
+    """Pick an error kind uniformly among those available, then one of its options, so that rare
+    kinds (a relation needs a related pair) are not crowded out by kinds possible at every step."""
+    kinds = sorted({option[-1]["kind"] for option in options})
+    kind = kinds[int(rng.integers(len(kinds)))]
+    matching = [option for option in options if option[-1]["kind"] == kind]
+    return matching[int(rng.integers(len(matching)))]
 
 
 def _critique_tail(graph, step: Step, inspection: str, correction: str) -> list[dict]:
@@ -438,7 +477,7 @@ def _critique_tail(graph, step: Step, inspection: str, correction: str) -> list[
 def _partial(subset: str, kind: str, graph, tag, layout, steps: list[Step], rng) -> dict:
     """Return a correct trajectory cut after a random step, preferring unfinished states."""
     last = int(rng.integers(1, len(steps))) if len(steps) > 1 else 1
-    segments = [segment for step in steps[:last] for segment in _round(graph, step)]
+    segments = _rounds(graph, steps[:last], complete=last == len(steps))
     return _record(subset, kind, tag, prompts.prompt_for(graph, tag), graph, layout.canvas, segments,
                    ends=last == len(steps))
 
@@ -452,8 +491,8 @@ def conflict_critique(graph, tag: str, layout: scene.Layout, rng, wrong: bool) -
     options = _conflict_options(graph, steps, layout.canvas, rng)
     if not options:
         return None
-    i, bad_objects, instruction, inspection, correction, error = options[int(rng.integers(len(options)))]
-    segments = [segment for step in steps[:i] for segment in _round(graph, step)]
+    i, bad_objects, instruction, inspection, correction, error = _pick_by_kind(options, rng)
+    segments = _rounds(graph, steps[:i], complete=False)
     segments += [_text((grammar.plan(instruction, describe(graph, bad_objects)), "plan")),
                  _image(bad_objects, "draft_image", "wrong")]
     segments += _critique_tail(graph, steps[i], inspection, correction)
@@ -468,8 +507,8 @@ def alignment_critique(graph, tag: str, layout: scene.Layout, rng, mismatch: boo
         return _partial("alignment_critique", "match", graph, tag, layout, steps, rng)
 
     options = _alignment_options(graph, steps, layout.canvas, rng)
-    i, bad_objects, inspection, correction, error = options[int(rng.integers(len(options)))]
-    segments = [segment for step in steps[:i] for segment in _round(graph, step)]
+    i, bad_objects, inspection, correction, error = _pick_by_kind(options, rng)
+    segments = _rounds(graph, steps[:i], complete=False)
     segments += [_text((grammar.plan(steps[i].instruction, describe(graph, steps[i].objects)), "plan")),
                  _image(bad_objects, "draft_image", "wrong")]
     segments += _critique_tail(graph, steps[i], inspection, correction)
@@ -584,7 +623,10 @@ def find_problem(graph, objects, image: np.ndarray, tag: str) -> tuple[str, str,
         if rel.relation in world_judge.relations_between(subject_box, reference_box):
             continue
         subject_text, reference_text = grammar.definite(subject.shape, subject.color), grammar.definite(reference.shape, reference.color)
-        moved = _mirrored(subject, reference, OPPOSITE[rel.relation])
+        others = [other for other in objects if other is not subject]
+        moved = _placed_in_relation(subject, reference, rel.relation, others, image.shape[0], np.random.default_rng(0))
+        if moved is None:
+            break
         return (f"the image conflicts with the prompt : {subject_text} is not {rel.relation} {reference_text}",
                 f"move {subject_text} {rel.relation} {reference_text}",
                 [moved if other is subject else other for other in objects])
