@@ -11,7 +11,8 @@ import numpy as np
 
 from pstroke import batch as batch_format
 from pstroke.model import convert
-from pstroke.model.embed import patchify_latent, unpatchify_latent
+from pstroke.model import cache as cache_lib
+from pstroke.model.embed import latent_positions, patchify_latent, unpatchify_latent
 from pstroke.model.losses import losses, token_losses
 from pstroke.model.unified import UnifiedModel
 from pstroke.model.vae import AutoEncoder
@@ -185,9 +186,195 @@ def case_train(fixture, report):
         report.compare(key, grad_tensors[key[len(prefix):]], g(key))
 
 
+def _tokens(fixture) -> cache_lib.SpecialTokens:
+    ids = fixture.token_ids
+    return cache_lib.SpecialTokens(bos=ids["bos_token_id"], eos=ids["eos_token_id"],
+                                   vision_start=ids["start_of_image"], vision_end=ids["end_of_image"])
+
+
+def _capacity(fixture) -> int:
+    """Return a cache capacity large enough for every fixture context."""
+    return 64
+
+
+def _text_context(fixture, cache, prompt_ids):
+    tokens = _tokens(fixture)
+    ids = jnp.concatenate([jnp.array([tokens.bos]), jnp.asarray(prompt_ids), jnp.array([tokens.eos])])[None]
+    cache, _ = cache_lib.prefill_text(fixture.model_config, fixture.params, cache, ids.astype(jnp.int32))
+    return cache, ids[0]
+
+
+def _compare_cache(report, prefix, fixture, cache):
+    length = int(cache.length[0])
+    report.compare(f"{prefix}.kv_keys", cache.keys[:, 0, :length], fixture.get(f"{prefix}.kv_keys"))
+    report.compare(f"{prefix}.kv_values", cache.values[:, 0, :length], fixture.get(f"{prefix}.kv_values"))
+    report.compare(f"{prefix}.kv_len", cache.length[0], fixture.get(f"{prefix}.kv_len"))
+    report.compare(f"{prefix}.next_rope", cache.next_rope[0], fixture.get(f"{prefix}.next_rope"))
+
+
+def _infer_text_cache(fixture):
+    empty = cache_lib.empty_cache(fixture.model_config, 1, _capacity(fixture))
+    return _text_context(fixture, empty, fixture.get("infer_text.prompt_ids"))
+
+
+def case_infer_text(fixture, report):
+    cache, ids = _infer_text_cache(fixture)
+    report.compare("infer_text.token_ids", ids, fixture.get("infer_text.token_ids"))
+    _compare_cache(report, "infer_text", fixture, cache)
+
+
+def _latent_pos(fixture, image_hw):
+    cfg = fixture.model_config
+    tokens_per_side = cfg.latent_downsample * cfg.latent_patch_size
+    grid = (int(image_hw[0]) // tokens_per_side, int(image_hw[1]) // tokens_per_side)
+    return jnp.asarray(latent_positions(grid, cfg.max_latent_size))[None], grid
+
+
+def case_flow_nocfg(fixture, report):
+    g = fixture.get
+    cache, _ = _infer_text_cache(fixture)
+    latent_pos, _ = _latent_pos(fixture, g("flow_nocfg.image_hw"))
+    report.compare("flow_nocfg.latent_position_ids", latent_pos[0], g("flow_nocfg.latent_position_ids"))
+    n = latent_pos.shape[1]
+    report.compare("flow_nocfg.query_position_ids", jnp.full((n + 2,), cache.next_rope[0]),
+                   g("flow_nocfg.query_position_ids"))
+    velocity, layers = cache_lib.query_velocity(fixture.model_config, fixture.params, cache, _tokens(fixture),
+                                                jnp.asarray(g("flow_nocfg.x_t"))[None], g("flow_nocfg.t"),
+                                                latent_pos, return_layers=True)
+    report.compare("flow_nocfg.layer_outputs", layers[:, 0], g("flow_nocfg.layer_outputs"))
+    report.compare("flow_nocfg.v", velocity[0], g("flow_nocfg.v"))
+
+
+def _t2i_contexts(fixture):
+    cond, _ = _infer_text_cache(fixture)
+    empty = cache_lib.empty_cache(fixture.model_config, 1, _capacity(fixture))
+    return cache_lib.GuidanceContexts(cond=cond, text_uncond=empty, img_uncond=cond)
+
+
+def _guidance(fixture, renorm_type, interval=(0.0, 1.0)):
+    return cache_lib.GuidanceConfig(text_scale=4.0, img_scale=1.5, interval=tuple(float(v) for v in interval),
+                                    renorm_type=renorm_type, renorm_min=0.0)
+
+
+def _compare_branches(fixture, report, case, contexts, guidance):
+    g = fixture.get
+    tokens = _tokens(fixture)
+    x_t = jnp.asarray(g(f"{case}.x_t"))[None]
+    t = g(f"{case}.t")
+    latent_pos, _ = _latent_pos(fixture, fixture.raw_config["case_parameters"]["gen_hw"])
+    names = {"v_cond": contexts.cond, "v_text_uncond": contexts.text_uncond, "v_img_uncond": contexts.img_uncond}
+    for name, context in names.items():
+        velocity = cache_lib.query_velocity(fixture.model_config, fixture.params, context, tokens, x_t, t, latent_pos)
+        report.compare(f"{case}.{name}", velocity[0], g(f"{case}.{name}"))
+    for key, context in (("query_position_ids", contexts.cond), ("text_uncond_position_ids", contexts.text_uncond),
+                         ("img_uncond_position_ids", contexts.img_uncond)):
+        if f"{case}.{key}" in fixture.arrays:
+            report.compare(f"{case}.{key}", jnp.full((latent_pos.shape[1] + 2,), context.next_rope[0]),
+                           g(f"{case}.{key}"))
+    velocity, guided = cache_lib.guided_velocity(fixture.model_config, fixture.params, contexts, tokens, x_t,
+                                                 jnp.float32(t), latent_pos, guidance)
+    report.compare(f"{case}.v", velocity[0], g(f"{case}.v"))
+
+
+def case_flow_cfg_t2i(fixture, report):
+    _compare_branches(fixture, report, "flow_cfg_t2i", _t2i_contexts(fixture), _guidance(fixture, "global"))
+
+
+def case_gen_image(fixture, report):
+    g = fixture.get
+    cfg = fixture.model_config
+    contexts = _t2i_contexts(fixture)
+    params = fixture.raw_config["case_parameters"]
+    latent_pos, grid = _latent_pos(fixture, params["gen_hw"])
+    guidance = _guidance(fixture, "global", g("gen_image.cfg_interval"))
+    final, trace = cache_lib.sample_latents(cfg, fixture.params, contexts, _tokens(fixture),
+                                            jnp.asarray(g("gen_image.init_noise"))[None], latent_pos,
+                                            int(g("gen_image.num_timesteps")), float(g("gen_image.timestep_shift")),
+                                            guidance)
+    report.compare("gen_image.step_t", trace.t, g("gen_image.step_t"))
+    report.compare("gen_image.step_guided", trace.guided, g("gen_image.step_guided"))
+    report.compare("gen_image.step_x", trace.x[:, 0], g("gen_image.step_x"))
+    report.compare("gen_image.step_v", trace.v[:, 0], g("gen_image.step_v"))
+    report.compare("gen_image.final_latent_tokens", final[0], g("gen_image.final_latent_tokens"))
+    latent = unpatchify_latent(final[0], grid, cfg.latent_patch_size, cfg.latent_channels)
+    report.compare("gen_image.final_latent", latent[None], g("gen_image.final_latent"))
+    report.compare("gen_image.decoded", vae_decode(fixture, latent[None]), g("gen_image.decoded"))
+
+
+def _compare_generation(fixture, report, case, cache):
+    g = fixture.get
+    steps = fixture.raw_config["case_parameters"]["text_steps"]
+    report.compare(f"{case}.start_position_id", cache.next_rope, g(f"{case}.start_position_id"))
+    first = jnp.array([_tokens(fixture).bos], jnp.int32)
+    _, fed, logits, next_tokens = cache_lib.greedy_generate(fixture.model_config, fixture.params, cache, first, steps)
+    report.compare(f"{case}.tokens", fed[0], g(f"{case}.tokens"))
+    report.compare(f"{case}.step_logits", logits[0], g(f"{case}.step_logits"))
+    report.compare(f"{case}.next_tokens", next_tokens[0], g(f"{case}.next_tokens"))
+
+
+def case_gen_text(fixture, report):
+    cache, _ = _infer_text_cache(fixture)
+    _compare_generation(fixture, report, "gen_text", cache)
+
+
+def _edit_contexts(fixture):
+    """Return (ctx, cfg_text_ctx, cfg_img_ctx) of the edit cases: image blocks, then the instruction."""
+    g = fixture.get
+    cfg = fixture.model_config
+    tokens = _tokens(fixture)
+    empty = cache_lib.empty_cache(cfg, 1, _capacity(fixture))
+
+    vae_pixels = g("infer_edit.vae_pixels")
+    latent = vae_encode(fixture, vae_pixels[None])[0]
+    latent_tokens = patchify_latent(latent, cfg.latent_patch_size)[None]
+    latent_pos, _ = _latent_pos(fixture, vae_pixels.shape[1:])
+    images = cache_lib.prefill_latent(cfg, fixture.params, empty, tokens, latent_tokens, latent_pos)
+
+    vit_pixels = g("infer_edit.vit_pixels")
+    patch = cfg.vit.patch_size
+    patches = patchify_image(jnp.asarray(vit_pixels), patch)[None]
+    vit_pos = vit_positions((vit_pixels.shape[1] // patch, vit_pixels.shape[2] // patch),
+                            cfg.vit.max_patches_per_side)[None]
+    images = cache_lib.prefill_vit(cfg, fixture.params, images, tokens, patches, vit_pos)
+
+    prompt = g("infer_edit.prompt_ids")
+    context, _ = _text_context(fixture, images, prompt)
+    text_only, _ = _text_context(fixture, empty, prompt)
+    return context, images, text_only
+
+
+def case_infer_edit(fixture, report):
+    context, text_uncond, img_uncond = _edit_contexts(fixture)
+    _compare_cache(report, "infer_edit.ctx", fixture, context)
+    _compare_cache(report, "infer_edit.cfg_text_ctx", fixture, text_uncond)
+    _compare_cache(report, "infer_edit.cfg_img_ctx", fixture, img_uncond)
+
+
+def _edit_flow(renorm_type, case):
+    def run_case(fixture, report):
+        context, text_uncond, img_uncond = _edit_contexts(fixture)
+        contexts = cache_lib.GuidanceContexts(cond=context, text_uncond=text_uncond, img_uncond=img_uncond)
+        _compare_branches(fixture, report, case, contexts, _guidance(fixture, renorm_type))
+    return run_case
+
+
+def case_gen_text_edit(fixture, report):
+    context, _, _ = _edit_contexts(fixture)
+    _compare_generation(fixture, report, "gen_text_edit", context)
+
+
 CASES = {
     "vit": case_vit,
     "vit_multi": case_vit_multi,
     "vae": case_vae,
     "train": case_train,
+    "infer_text": case_infer_text,
+    "flow_nocfg": case_flow_nocfg,
+    "flow_cfg_t2i": case_flow_cfg_t2i,
+    "gen_image": case_gen_image,
+    "gen_text": case_gen_text,
+    "infer_edit": case_infer_edit,
+    "flow_edit_text_channel": _edit_flow("text_channel", "flow_edit_text_channel"),
+    "flow_edit_global": _edit_flow("global", "flow_edit_global"),
+    "gen_text_edit": case_gen_text_edit,
 }
