@@ -37,6 +37,9 @@ class ShapesTrajectories(tfds.core.GeneratorBasedBuilder):
             features=tfds.features.FeaturesDict({"record": tfds.features.Text()}),
             metadata=tfds.core.MetadataDict(),
             description="Plan-sketch-inspect-refine trajectories of the Shapes world, one JSON record each.",
+            # Record i stays at position i, so the dataset and the in-memory path read the same order;
+            # grain shuffles at read time.
+            disable_shuffling=True,
         )
 
     def _split_generators(self, dl_manager):
