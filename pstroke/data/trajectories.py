@@ -217,7 +217,7 @@ def inspect_text(graph: scene.SceneGraph, objects, last: bool = True) -> str:
 
 def add_instruction(graph: scene.SceneGraph, placed: scene.PlacedObject, drawn) -> str:
     """Return the instruction that adds `placed` after the objects `drawn`."""
-    if any(other.spec_index == placed.spec_index for other in drawn):
+    if any((other.spec_index, other.color) == (placed.spec_index, placed.color) for other in drawn):
         return f"add another {placed.color} {placed.shape}"
     text = f"add {grammar.noun_phrase(placed.shape, placed.color)}"
     for rel in graph.relations:
