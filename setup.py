@@ -25,6 +25,7 @@ setuptools.setup(
         "ml_collections>=1.0,<2",
         "absl-py>=2.0,<3",
         "numpy>=1.26,<3",
+        "scipy>=1.11,<2",
         "pillow>=10,<14",
         "safetensors>=0.4,<0.9",
         "tensorboardX>=2.6,<3",
