@@ -47,8 +47,15 @@ def state_shardings(init_params: Callable[[jax.Array], Any], optimizer: optax.Gr
     shardings = sharding_lib.tree_shardings(boxed, mesh, rules)
     abstract = jax.tree.map(
         lambda value, sharding: jax.ShapeDtypeStruct(value.shape, value.dtype, sharding=sharding),
-        nn.unbox(boxed), shardings)
+        _strip_boxes(boxed), shardings)
     return abstract, shardings
+
+
+def _strip_boxes(tree: Any) -> Any:
+    """Replace each `nn.Partitioned` box by its value without adding a sharding constraint
+    (`nn.unbox` adds one when a mesh is active, which abstract values cannot take)."""
+    return jax.tree.map(lambda leaf: leaf.unbox(apply_constraint=False) if isinstance(leaf, nn.Partitioned) else leaf,
+                        tree, is_leaf=lambda leaf: isinstance(leaf, nn.Partitioned))
 
 
 def init_state(init_params: Callable[[jax.Array], Any], optimizer: optax.GradientTransformation,

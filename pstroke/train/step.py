@@ -47,9 +47,9 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array, *, model: nn.Modu
     metrics = {name: jnp.asarray(value, jnp.float32) for name, value in metrics.items()}
     metrics.update(
         loss=loss,
-        grad_norm=optax.global_norm(grads),
-        param_norm=optax.global_norm(params),
-        update_norm=optax.global_norm(updates),
+        grad_norm=optax.tree.norm(grads),
+        param_norm=optax.tree.norm(params),
+        update_norm=optax.tree.norm(updates),
         tokens=jnp.sum(batch["sample_id"] > 0).astype(jnp.float32),
     )
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, ema_params=ema_params)
