@@ -22,7 +22,10 @@ def test_layouts_keep_gap_bounds_and_relations(canvas):
             assert len(layout.objects) == sum(spec.count for spec in graph.objects)
             for placed in layout.objects:
                 x0, y0, x1, y1 = placed.box
-                assert 0 <= x0 and x1 <= canvas and 0 <= y0 and y1 <= canvas
+                assert x0 >= 0
+                assert y0 >= 0
+                assert x1 <= canvas
+                assert y1 <= canvas
                 spec = graph.objects[placed.spec_index]
                 assert placed.shape == spec.shape
                 assert spec.color is None or placed.color == spec.color

@@ -86,7 +86,8 @@ def test_parse_unknown_word_names_vocabulary():
 
 
 def test_parse_rejects_broken_grammar():
-    for text in ("photo of a circle", "a photo of circle", "a photo of a circle square", "a photo of two circle"):
+    broken = ("photo of a circle", "a photo of circle", "a photo of a circle square", "a photo of two circle", "a photo of a circle left of the square")
+    for text in broken:
         with pytest.raises(UserError):
             parse_prompt(text)
 

@@ -14,9 +14,9 @@ Stages:
    prototype names the shape; the distance to it, the aspect ratio and the size set the
    confidence in [0, 1].
 
-NOTE: measured by `python -m pstroke.world.robustness` (32 px canvas), verdicts stay exact up to
-Gaussian pixel noise of 8 levels (std, uint8) or a Gaussian blur of 0.5 px; stronger blur makes
-small diamonds look like circles and lowers triangle confidence below the counting threshold.
+NOTE: `python -m pstroke.world.robustness` measures that at a 32 px canvas verdicts stay exact up
+to Gaussian pixel noise of 8 levels (std, uint8) or a Gaussian blur of 0.5 px. Stronger blur
+makes small diamonds look like circles and lowers triangle confidence below the counting threshold.
 """
 
 import dataclasses
@@ -71,10 +71,12 @@ _BACKGROUND, _DIRECTIONS, _INVERSE_NORM2 = _palette_arrays()
 def _project(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Return (colour index [H, W], -1 for background; unclipped alpha of every colour [H, W, K])."""
     offset = image.astype(np.float32) - _BACKGROUND  # [H, W, 3]
-    raw_alpha = (offset @ _DIRECTIONS.T) * _INVERSE_NORM2  # [H, W, K]
+    projection = offset @ _DIRECTIONS.T  # [H, W, K]
+    raw_alpha = projection * _INVERSE_NORM2
     alpha = np.clip(raw_alpha, 0.0, 1.0)
-    residual = offset[..., None, :] - alpha[..., None] * _DIRECTIONS  # [H, W, K, 3]
-    error = np.sum(residual**2, axis=-1)  # [H, W, K]
+    # Squared distance |offset - alpha * direction|^2, expanded so no [H, W, K, 3] array is built.
+    norm2 = 1.0 / _INVERSE_NORM2
+    error = np.sum(offset**2, axis=-1, keepdims=True) - 2 * alpha * projection + alpha**2 * norm2  # [H, W, K]
 
     best = np.argmin(error, axis=-1)[..., None]
     index = np.where(np.take_along_axis(alpha, best, axis=-1)[..., 0] > 0.5, best[..., 0], -1)
@@ -82,11 +84,11 @@ def _project(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def snap_to_palette(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Return (colour index [H, W] int, -1 for background; alpha [H, W] float) of the palette colour
-    whose blend with the background explains each pixel best.
+    """Return the colour index [H, W] (int, -1 for background) and alpha [H, W] (float) of the
+    palette colour whose blend with the background explains each pixel best.
 
-    `alpha` is the unclipped projection on that colour's blend line (about 0 on the background and
-    1 inside an object), so that pixel noise averages out in sums of it.
+    `alpha` is the unclipped projection on that colour's blend line: about 0 on the background and
+    1 inside an object. It is not clipped, so pixel noise averages out in sums of it.
     """
     index, raw_alpha = _project(image)
     best = np.where(index >= 0, index, np.argmax(raw_alpha, axis=-1))
@@ -173,8 +175,9 @@ def classify_shape(fill: float, skew: float, size: float) -> tuple[str, float]:
 
 
 def _components(index: np.ndarray, min_area: float) -> tuple[np.ndarray, list[tuple[int, tuple[slice, slice]]]]:
-    """Return (object id map [H, W], 0 for none; (colour index, slice) of each object id from 1),
-    keeping the 8-connected components of each colour with at least `min_area` pixels."""
+    """Return an object id map [H, W] (0 where no object) and the (colour index, slice) of each
+    object id from 1. Objects are the 8-connected components of each colour with at least
+    `min_area` pixels."""
     owner = np.zeros(index.shape, dtype=np.int32)
     objects = []
     for color_index in np.unique(index):

@@ -21,9 +21,9 @@ MAX_SIZE = 0.375
 GAP = 1 / 16
 BORDER = 1 / 32
 
-# Relations are placed with a stricter rule than the judge's (margin 0.15 in place of 0.1,
-# direction beyond 0.55 in place of 0.5) so that box estimates off by a fraction of a pixel, or
-# slight blur, still pass the judge.
+# Relations are placed with a stricter rule than the judge's: margin 0.15 in place of 0.1, and a
+# direction beyond 0.55 in place of 0.5. Box estimates off by a fraction of a pixel, or slight
+# blur, then still pass the judge.
 LAYOUT_MARGIN = POSITION_MARGIN + 0.05
 LAYOUT_THRESHOLD = 0.55
 
@@ -91,7 +91,7 @@ def sample_layout(graph: SceneGraph, canvas: int, rng: np.random.Generator) -> L
     """Return a random layout of `graph` on a `canvas` x `canvas` pixel image.
 
     Objects whose spec has no colour get a uniformly random palette colour each. Every object
-    keeps a gap of `GAP * canvas` from the others, and every relation holds under GenEval's
+    keeps a gap of `GAP * canvas` from the others, and every relation is true under GenEval's
     position rule (stricter settings, see `LAYOUT_MARGIN`). The result depends only on `graph`,
     `canvas` and the state of `rng`.
 

@@ -259,7 +259,7 @@ def parse_prompt(text: str) -> SceneGraph:
     def add(determiner: str, spec: ObjectSpec) -> int:
         if determiner == "the":
             if spec not in objects:
-                raise UserError(f"prompt {text!r} says 'the {spec.shape}' before mentioning it")
+                raise UserError(f"invalid prompt {text!r}: 'the {spec.shape}' refers to an object not mentioned before it; use 'a {spec.shape}'")
             return objects.index(spec)
         objects.append(spec)
         return len(objects) - 1

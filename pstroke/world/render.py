@@ -1,7 +1,7 @@
 """Rasterise a `Layout` to an anti-aliased RGB canvas.
 
 Pillow draws each shape on a canvas `SUPERSAMPLE` times larger, and `Image.reduce` box-filters it
-down, so an edge pixel holds the covered fraction of the object colour. The output depends only
+down, so an edge pixel blends in the covered fraction of the object colour. The output depends only
 on the layout (no randomness).
 """
 

@@ -2,9 +2,9 @@
 
     python -m pstroke.world.robustness [--canvas 32] [--stride 4]
 
-Renders every `stride`-th benchmark prompt once, perturbs it (Gaussian blur of the given sigma
-in pixels, then Gaussian pixel noise of the given standard deviation in uint8 levels, clipped to
-[0, 255]) and prints the per-tag accuracy of the judge for each level.
+Renders every `stride`-th benchmark prompt once and perturbs it: a Gaussian blur of the given
+sigma in pixels, then Gaussian pixel noise of the given standard deviation in uint8 levels,
+clipped to [0, 255]. Prints the per-tag accuracy of the judge for each level.
 """
 
 import argparse

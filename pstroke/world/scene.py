@@ -1,13 +1,13 @@
 """Vocabulary and data types of the Shapes world: scene graphs and placed layouts.
 
-A `SceneGraph` is what a prompt says (objects with shape, colour and count, plus pairwise
+A `SceneGraph` is the content of a prompt (objects with shape, colour and count, plus pairwise
 relations). A `Layout` is one concrete picture of it: every object instance with a colour, a
 centre and a size in pixels on a square canvas whose y axis grows downward.
 """
 
 import dataclasses
 
-# Shapes that a connected-component detector tells apart at a 32 px canvas with objects of
+# Shapes that a connected-component detector distinguishes at a 32 px canvas with objects of
 # 8-12 px: their fill ratios (area over bounding box: 0.79, 1.0, 0.5, 0.5) and vertical skewness
 # (triangle -0.57, the others 0) differ (see detect.py). A plus-shaped cross was tried and dropped
 # because its fill ratio and spread overlap the diamond's at 8 px.
