@@ -6,8 +6,8 @@ Stages, each timed for about `--seconds` on the main process (data.worker_count 
 - generate: `trajectories.make_record` (layout sampling and trajectory text), samples/s.
 - sequence: record -> rendered images -> per-token fields, samples/s and tokens/s.
 - batches: the train iterator (shuffle, render, tokenize, first-fit packing, batching) from
-  memory, and from a written TFDS dataset when `--dataset-dir` is given; samples/s, real (non-pad)
-  tokens/s and the fraction of row tokens that are not padding.
+  memory, and also from a written TFDS dataset when `--dataset-dir` is given. It reports
+  samples/s, real (non-pad) tokens/s and the fraction of row tokens that are not padding.
 """
 
 import argparse

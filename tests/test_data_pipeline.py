@@ -4,6 +4,7 @@ import jax
 import numpy as np
 import pytest
 
+from pstroke import batch as batch_format
 from pstroke.config import load_config
 from pstroke.data import pipeline, tfds_builder, trajectories
 from pstroke.data.tokenizer import build_tokenizer
@@ -136,3 +137,17 @@ def test_tfds_dataset_matches_in_memory(tmp_path):
         np.testing.assert_array_equal(from_disk[name], in_memory[name], err_msg=name)
     heldout = list(pipeline.record_source(config, "heldout"))
     assert [record["metadata"]["split"] for record in heldout] == ["heldout"] * 4
+
+
+def test_t2i_fraction_selects_format():
+    rows = _epoch(_config("data.t2i_fraction=1.0"), "validation")
+    real = rows["sample_id"] > 0
+    assert not (rows["stage"][real] == batch_format.STAGE_INDEX["plan"]).any()
+    assert not (rows["split_mode"][real] == batch_format.MODE_FULL).any()
+    samples = sum(int(row.max()) for row in rows["sample_id"])
+    noise_splits = sum(len(np.unique(row_split[row_mode == batch_format.MODE_NOISE]))
+                       for row_split, row_mode in zip(rows["split_id"], rows["split_mode"]))
+    assert noise_splits == samples  # one generated image per sample
+
+    process = _epoch(_config("data.t2i_fraction=0.0"), "validation")
+    assert (process["stage"] == batch_format.STAGE_INDEX["plan"]).any()

@@ -100,7 +100,8 @@ def test_image_noise_then_clean_copy(config, words):
         assert not sample["timestep"][clean_start:clean_stop].any()
         assert (sample["drop_group"][clean_start:clean_stop] == batch_format.DROP_IMAGE).all()
         assert (sample["drop_group"][start:stop] == batch_format.DROP_NONE).all()
-        assert sample["token_id"][start] == words.vision_start_id and sample["token_id"][stop - 1] == words.vision_end_id
+        assert sample["token_id"][start] == words.vision_start_id
+        assert sample["token_id"][stop - 1] == words.vision_end_id
 
 
 def test_latent_layout_matches_pixels(config, words):
@@ -166,7 +167,7 @@ def packed_rows(config):
 
 
 def test_mask_rules(packed_rows):
-    assert packed_rows["sample_id"].max() >= 2  # some row holds several samples
+    assert packed_rows["sample_id"].max() >= 2  # some row packs several samples
     for row in range(len(packed_rows["sample_id"])):
         sample_id, split_id, mode = (packed_rows[name][row] for name in ("sample_id", "split_id", "split_mode"))
         allowed = batch_format.attention_allowed(sample_id, split_id, mode)

@@ -121,8 +121,8 @@ def test_augmented_step_is_not_additive(multi_turn_records):
 
 
 def _expected_phrases(error):
-    """Return phrases that an inspection naming `error` must contain: the plan conflict says what
-    the prompt asks for first, the image mismatch says what the image shows first."""
+    """Return phrases that an inspection naming `error` must contain. A plan conflict names the
+    prompt's value first, an image mismatch names what the image shows first."""
     kind, shape = error["kind"], error["shape"]
     if kind == "color" and "source" not in error:
         return [shape, f"should be {error['expected']} , not {error['got']}"]
@@ -162,7 +162,8 @@ def test_conflict_inspection_names_error(conflict_records):
         assert inspection.startswith("the plan conflicts with the prompt :")
         for phrase in _expected_phrases(record["error"]):
             assert phrase in inspection, (phrase, inspection)
-        assert correction.startswith("<refine> ") and correction.endswith(" </refine>")
+        assert correction.startswith("<refine> ")
+        assert correction.endswith(" </refine>")
 
 
 def test_critique_corrected_image_passes(conflict_records, alignment_records):
@@ -237,7 +238,8 @@ def test_self_sampled_rollout_critiques():
 
     good = trajectories.critiques_from_rollout(metadata, _rollout(graph, placed, None))
     assert [record["kind"] for record in good] == ["correct", "correct"]
-    assert good[-1]["ends"] and not good[0]["ends"]
+    assert good[-1]["ends"]
+    assert not good[0]["ends"]
     assert _texts(good[-1])[-1] == grammar.MATCHES_PROMPT
 
     bad = trajectories.critiques_from_rollout(metadata, _rollout(graph, placed, 1))

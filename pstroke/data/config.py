@@ -17,8 +17,9 @@ def default_config() -> ml_collections.ConfigDict:
     config.num_validation = 200
     config.num_heldout = 200
 
-    # Mixture of the three trajectory subsets (relative weights). The defaults follow the paper's
-    # 32K multi-turn, 15.2K conflict-critique and 15K alignment-critique samples.
+    # Mixture of the three trajectory subsets (relative weights). The defaults follow the training
+    # data of Zhang et al. 2026 ("Think in Strokes, Not Pixels"): 32K multi-turn, 15.2K
+    # conflict-critique and 15K alignment-critique samples.
     config.multi_turn_weight = 32.0
     config.conflict_weight = 15.2
     config.alignment_weight = 15.0

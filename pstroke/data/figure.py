@@ -1,8 +1,8 @@
 """Draw a strip of trajectories: each image state with its plan and inspection under it.
 
 Usage: `python -m pstroke.data.figure --config=configs/shapes_tiny.py --out=docs/trajectories.png`.
-One row per trajectory (a multi-turn one, an augmented one, a conflict critique and an
-alignment critique from the train split); the prompt heads each row.
+Each row shows one train-split trajectory with its prompt above it. The rows are a multi-turn
+trajectory, an augmented one, a conflict critique and an alignment critique.
 """
 
 import re
@@ -79,7 +79,7 @@ def draw_strip(records: list[dict]) -> Image.Image:
 
 def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
-        raise UserError(f"unexpected arguments {' '.join(argv[1:])!r}")
+        raise UserError(f"unexpected arguments {' '.join(argv[1:])!r}; pass settings as --config.a.b=value")
     config = _CONFIG.value
     records = [_find(config, subset, kind) for subset, kind in ROWS]
     draw_strip(records).save(_OUT.value)

@@ -6,7 +6,7 @@ process reads its own shard (`jax.process_index()` of `jax.process_count()`), sh
 new order every epoch (train split only), renders and tokenizes each record, packs samples into
 rows of `config.data.seq_len` tokens with grain's first-fit packing, and batches
 `config.train.batch_size / process_count` rows. The iterator state (`get_state`/`set_state`)
-restores the exact position, so a resumed run sees the same batches.
+restores the exact position, so a resumed run reads the same batches.
 """
 
 import functools
@@ -48,13 +48,13 @@ def record_segments(record: dict, single_step: bool = False) -> tuple[list[seque
     """Return the sequence segments of a record and whether the sample ends (not truncated).
 
     `single_step` gives the text-to-image format of the same sample: the bare prompt, then the
-    trajectory's last image as the only generated image (no clean copy).
+    prompt's full layout (`record["final"]`) as the only generated image, without a clean copy.
     """
     canvas = record["canvas"]
     if single_step:
-        final = next(segment for segment in reversed(record["segments"]) if segment["type"] == "image")
+        final = trajectories.decode_image({"objects": record["final"]}, canvas)
         return [sequence.text(record["prompt"], "prompt", loss=False, drop_group=batch_format.DROP_TEXT),
-                sequence.ImageSegment(trajectories.decode_image(final, canvas), "draft_image", clean_copy=False)], True
+                sequence.ImageSegment(final, "draft_image", clean_copy=False)], True
 
     segments = []
     for segment in record["segments"]:
@@ -70,8 +70,11 @@ def record_segments(record: dict, single_step: bool = False) -> tuple[list[seque
 
 
 def single_step_ready(record: dict) -> bool:
-    """Return whether a record's last image is its prompt's final picture (usable as a T2I target)."""
-    return record["subset"] == "multi_turn"
+    """Return whether a record carries its prompt's full layout, the target of the single-step format.
+
+    Self-sampled records have none and always stay in the process format.
+    """
+    return "final" in record
 
 
 def record_to_sample(record: dict, rng: np.random.Generator, tokenizer: Tokenizer, config) -> dict[str, np.ndarray]:
@@ -128,8 +131,8 @@ def make_dataset(config, split: str, process_index: int | None = None,
                  process_count: int | None = None) -> grain.IterDataset:
     """Return this process's batches of `split` as a grain dataset of numpy dicts [rows, seq_len].
 
-    The train split repeats forever in a new order each epoch; other splits are read once in
-    order, and their last batch is filled up with padding rows.
+    The train split repeats forever in a new order each epoch. Other splits are read once in
+    order, and padding rows fill up their last batch.
     """
     process_index = jax.process_index() if process_index is None else process_index
     process_count = jax.process_count() if process_count is None else process_count

@@ -7,8 +7,8 @@ Layout of one sample, as BAGEL trains interleaved data:
 - A generated image is a noise split `<|vision_start|> latents <|vision_end|>` (markers und,
   latents gen, MSE on the latents) followed by its clean copy (full mode, timestep 0, same RoPE
   id), which later splits attend to. A single-step (text-to-image) sample has no clean copy.
-- RoPE ids restart at 0 per sample, advance by one per text token, and give a whole image split
-  one id; the noise split does not advance the id, so the clean copy shares it, and the clean copy
+- RoPE ids restart at 0 per sample and advance by one per text token. A whole image split has one
+  id. The noise split does not advance it, so the clean copy shares it, and the clean copy then
   advances it by one.
 
 Modality switch rule (the rollout decodes with it): the model predicts what follows a segment at

@@ -3,7 +3,7 @@
 The `Tokenizer` protocol is what the sequence builder and the rollout use; a Qwen2 BPE tokenizer
 can implement it later (its special ids are 151643..151653). `WordTokenizer` splits text into
 words, punctuation marks and the special tokens, so `decode(encode(text))` returns the text with
-single spaces between those pieces; the trajectory grammar writes text that way, so its texts
+single spaces between those pieces. The trajectory grammar writes its text that way, so its texts
 round-trip exactly.
 """
 

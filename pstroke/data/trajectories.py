@@ -1,4 +1,6 @@
-"""Process-driven training trajectories on the Shapes world: the paper's three subsets.
+"""Process-driven training trajectories on the Shapes world.
+
+The three subsets follow the training data of Zhang et al. 2026 ("Think in Strokes, Not Pixels").
 
 - `multi_turn`: the prompt's scene graph grows one object per step, references before the objects
   placed relative to them. Each step is a plan, the image of that state (the final layout restricted
@@ -14,8 +16,12 @@
 These are the symbolic sources. `critiques_from_rollout` is the self-sampled source: it judges a
 model's rounds with the world's detector and judge and emits records in the same format.
 
-A record is a JSON-compatible dict. Images are stored as the objects they show (shape, colour,
-centre, size, spec index) and rendered on read, or as PNG bytes (base64) for rollout images.
+A record is a JSON-compatible dict: `subset`, `kind`, `tag`, `prompt`, `metadata` (GenEval JSONL
+object), `canvas`, `segments` (text segments with (text, stage) `parts`, image segments with a
+stage and `expect` "consistent" or "wrong"), `ends` (False when cut before the end) and `error`
+(the injected error of a wrong step). Symbolic records also carry `split`, `index` and `final`,
+the prompt's full layout. Images are stored as the objects they show (shape, colour, centre, size,
+spec index) and rendered on read, or as PNG bytes (base64) for rollout images.
 """
 
 import base64
@@ -101,9 +107,9 @@ def _placed_in_relation(placed: scene.PlacedObject, reference: scene.PlacedObjec
 
 def _misplaced(placed: scene.PlacedObject, reference: scene.PlacedObject, relation: str, others, canvas: int,
                rng) -> tuple[scene.PlacedObject, str] | None:
-    """Return `placed` moved where another relation to `reference` holds and `relation` does not,
-    with that relation, or None. Any other relation qualifies because the canvas often has no
-    room on the opposite side of the reference."""
+    """Return `placed` moved to where another relation to `reference` is true and `relation` is
+    not, together with that relation, or None. Any other relation qualifies because the canvas
+    often has no room on the opposite side of the reference."""
     for wrong in rng.permutation([r for r in scene.RELATIONS if r != relation]):
         moved = _placed_in_relation(placed, reference, str(wrong), others, canvas, rng)
         if moved is not None and relation not in world_judge.relations_between(moved.box, reference.box):
@@ -155,8 +161,8 @@ def state_metadata(graph: scene.SceneGraph, objects, tag: str) -> dict:
     """Return GenEval metadata that a state drawing `objects` consistently with `graph` satisfies.
 
     The clauses are those of `prompts.to_metadata` for the drawn part of the graph, which need not
-    have the structure of `tag`: a count clause per drawn spec, its colour, its relation to an
-    earlier drawn spec, and for counting prompts an exclude clause with the drawn count + 1.
+    have the structure of `tag`. Each drawn spec gets a count clause with its colour and its
+    relation to an earlier drawn spec. Counting prompts also get an exclude clause with count + 1.
     """
     partial = state_graph(graph, objects)
     include = []
@@ -240,10 +246,6 @@ def additive_steps(graph: scene.SceneGraph, layout: scene.Layout) -> list[Step]:
 # ----------------------------------------------------------------------------- augmentation
 
 
-def _replace_object(objects, old: scene.PlacedObject, new: scene.PlacedObject) -> tuple:
-    return tuple(new if placed is old else placed for placed in objects)
-
-
 def _augment_change(graph, steps: list[Step], canvas: int, rng) -> list[Step] | None:
     """Draw an object of a colour-free spec in another colour first, then change it."""
     candidates = [i for i, step in enumerate(steps) if graph.objects[step.objects[-1].spec_index].color is None]
@@ -280,7 +282,8 @@ def _augment_swap(graph, steps: list[Step], canvas: int, rng) -> list[Step] | No
     i = max(steps.index(next(s for s in steps if a in s.objects)), steps.index(next(s for s in steps if b in s.objects)))
     swapped = []
     for step in steps[:i + 1]:
-        objects = tuple(moved_a if o is a else moved_b if o is b else o for o in step.objects)
+        swap_places = {id(a): moved_a, id(b): moved_b}
+        objects = tuple(swap_places.get(id(placed), placed) for placed in step.objects)
         swapped.append(Step(step.instruction, objects))
     swap = Step(f"swap {grammar.definite(a.shape, a.color)} and {grammar.definite(b.shape, b.color)}",
                 steps[i].objects)
@@ -338,7 +341,7 @@ def _round(graph, step: Step, last: bool = True) -> list[dict]:
 
 
 def _rounds(graph, steps: list[Step], complete: bool) -> list[dict]:
-    """Return the rounds of `steps`; `complete` says whether the last one ends the trajectory."""
+    """Return the rounds of `steps`. With `complete`, the last round ends the trajectory."""
     return [segment for i, step in enumerate(steps)
             for segment in _round(graph, step, last=complete and i == len(steps) - 1)]
 
@@ -550,7 +553,7 @@ def make_record(data_config, canvas: int, split: str, index: int) -> dict:
         else:
             record = alignment_critique(graph, tag, layout, rng, wrong)
         if record is not None:
-            record.update(split=split, index=index)
+            record.update(split=split, index=index, final=[object_to_json(o) for o in layout.objects])
             return record
     raise RuntimeError(f"no {subset} trajectory found in {MAX_TRIES} tries for {split} record {index}")
 
@@ -571,8 +574,8 @@ def image_count(record: dict) -> int:
 
 
 def _detections_to_objects(detections, graph) -> list[scene.PlacedObject]:
-    """Turn detections into placed objects, matched to the first spec of the same shape whose
-    colour agrees (or is free) and whose count is not used up; unmatched ones get spec index -1."""
+    """Turn detections into placed objects, each matched to the first unfilled spec of its shape
+    whose colour agrees or is free. Unmatched detections get spec index -1."""
     used = [0] * len(graph.objects)
     objects = []
     for found in sorted(detections, key=lambda d: -d.confidence):
@@ -643,10 +646,10 @@ def critiques_from_rollout(metadata: dict, rounds: list[tuple[str, np.ndarray]])
     """Judge a rollout's rounds and return conflict-critique records in the symbolic format.
 
     `rounds` are the model's (plan text, image) pairs in order. Each consistent round up to the
-    first problem gives a "correct" record that ends with its inspection; the first round that
+    first problem gives a "correct" record that ends with its inspection. The first round that
     contradicts the prompt gives a "wrong" record with the inspection, a `<refine>` instruction
-    and the corrected image (the detected objects, fixed and rendered). Later rounds depend on the
-    faulty one and are dropped.
+    and the corrected image, which is the detected objects fixed and rendered. Later rounds depend
+    on the faulty one and are dropped.
     """
     graph = prompts.graph_from_metadata(metadata)
     tag, prompt = metadata["tag"], metadata["prompt"]
