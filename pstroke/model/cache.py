@@ -159,25 +159,35 @@ def _image_block(model_config, params, tokens: SpecialTokens, inner: Array, inne
 
 def prefill_latent(model_config, params, cache: KVCache, tokens: SpecialTokens, latent: Array,
                    latent_pos: Array):
-    """Append a clean latent block: latent tokens [B, n, D] at table ids [B, n], with t = 0."""
+    """Append a clean latent block: latent tokens [B, n, D] at table ids [B, n], with t = 0.
+
+    Returns (cache, logits [B, vocab] at the block's vision_end token), which choose what follows.
+    """
     t = jnp.zeros(latent.shape[:2], jnp.float32)
     inner = _apply(model_config, params, UnifiedModel.embed_latent, latent, t, latent_pos)
     x, expert = _image_block(model_config, params, tokens, inner, EXPERT_GEN)
+    return _prefill_image(model_config, params, cache, x, expert)
+
+
+def _prefill_image(model_config, params, cache: KVCache, x: Array, expert: Array):
+    """Write an image block x [B, n, H] at one rope id; return (cache, logits at its last token)."""
+    rows = x.shape[0]
     position = jnp.broadcast_to(cache.next_rope[:, None], expert.shape)
-    _, keys, values, _ = run_block(model_config, params, cache, x, expert, position, False)
-    rows = latent.shape[0]
-    return write_block(cache, keys, values, jnp.full((rows,), x.shape[1]), jnp.ones((rows,), jnp.int32))
+    hidden, keys, values, _ = run_block(model_config, params, cache, x, expert, position, False)
+    cache = write_block(cache, keys, values, jnp.full((rows,), x.shape[1]), jnp.ones((rows,), jnp.int32))
+    return cache, logits_of(model_config, params, hidden[:, -1])
 
 
 def prefill_vit(model_config, params, cache: KVCache, tokens: SpecialTokens, patches: Array, vit_pos: Array):
-    """Append a ViT block: one image per row as patches [B, n, P] at position ids [B, n]."""
+    """Append a ViT block: one image per row as patches [B, n, P] at position ids [B, n].
+
+    Returns (cache, logits [B, vocab] at the block's vision_end token).
+    """
     rows, length = patches.shape[:2]
     vit_mask = jnp.ones((rows, length, length), bool)
     inner = _apply(model_config, params, UnifiedModel.embed_vit, patches, vit_pos, vit_mask)
     x, expert = _image_block(model_config, params, tokens, inner, EXPERT_UND)
-    position = jnp.broadcast_to(cache.next_rope[:, None], expert.shape)
-    _, keys, values, _ = run_block(model_config, params, cache, x, expert, position, False)
-    return write_block(cache, keys, values, jnp.full((rows,), x.shape[1]), jnp.ones((rows,), jnp.int32))
+    return _prefill_image(model_config, params, cache, x, expert)
 
 
 def query_velocity(model_config, params, cache: KVCache, tokens: SpecialTokens, x_t: Array, t: Array,

@@ -4,7 +4,9 @@ Case functions take (fixture, report) and call `report.compare(name, got, expect
 output. Sizes come from the fixture's config.json, never from constants here.
 """
 
-import flax.linen as nn
+import functools
+import inspect
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -21,6 +23,17 @@ from pstroke.model.vit import patchify_image, vit_positions
 MODES = {"causal": batch_format.MODE_CAUSAL, "full": batch_format.MODE_FULL, "noise": batch_format.MODE_NOISE}
 
 
+_JITTED = {}
+
+
+def _jit_once(fixture, name, build):
+    """Return the jitted function `name` of this fixture, building it with `build()` on first use."""
+    key = (id(fixture), name)
+    if key not in _JITTED:
+        _JITTED[key] = build()
+    return _JITTED[key]
+
+
 def _model(fixture):
     return UnifiedModel(fixture.model_config)
 
@@ -31,6 +44,10 @@ def _apply(fixture, method, *args):
 
 def _vit_outputs(fixture, patches, positions, mask):
     """Return (embeddings, features, connector_out, llm_tokens) of ViT patches [1, N, P]."""
+    return jax.jit(functools.partial(_vit_outputs_eager, fixture))(patches, positions, mask)
+
+
+def _vit_outputs_eager(fixture, patches, positions, mask):
     model = _model(fixture)
 
     def capture(module, name):
@@ -73,7 +90,8 @@ def case_vit_multi(fixture, report):
     bounds = fixture.get("vit_multi.cu_seqlens")
     image_id = np.searchsorted(bounds[1:], np.arange(patches.shape[0]), side="right")
     mask = jnp.asarray(image_id[:, None] == image_id[None, :])[None]
-    features = _apply(fixture, UnifiedModel.vit_features, patches[None], positions[None], mask)
+    features = jax.jit(functools.partial(_apply, fixture, UnifiedModel.vit_features))(
+        patches[None], positions[None], mask)
     report.compare("vit_multi.features", features[0], fixture.get("vit_multi.features"))
 
 
@@ -83,16 +101,16 @@ def _vae(fixture):
 
 def vae_encode(fixture, image_nchw):
     """Encode NCHW images to scaled posterior-mean latents, NCHW."""
-    latent = _vae(fixture).apply({"params": fixture.ae_params}, jnp.asarray(image_nchw).transpose(0, 2, 3, 1),
-                                 method=AutoEncoder.encode)
-    return latent.transpose(0, 3, 1, 2)
+    encode = _jit_once(fixture, "vae_encode", lambda: jax.jit(
+        lambda params, x: _vae(fixture).apply({"params": params}, x, method=AutoEncoder.encode)))
+    return encode(fixture.ae_params, jnp.asarray(image_nchw).transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
 
 
 def vae_decode(fixture, latent_nchw):
     """Decode NCHW scaled latents to raw NCHW images."""
-    image = _vae(fixture).apply({"params": fixture.ae_params}, jnp.asarray(latent_nchw).transpose(0, 2, 3, 1),
-                                method=AutoEncoder.decode)
-    return image.transpose(0, 3, 1, 2)
+    decode = _jit_once(fixture, "vae_decode", lambda: jax.jit(
+        lambda params, z: _vae(fixture).apply({"params": params}, z, method=AutoEncoder.decode)))
+    return decode(fixture.ae_params, jnp.asarray(latent_nchw).transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
 
 
 def case_vae(fixture, report):
@@ -160,7 +178,8 @@ def case_train(fixture, report):
     time_embed = _apply(fixture, lambda m, t: m.time_embedder(t), jnp.asarray(g("train.packed_t")))
     report.compare("train.time_embed", time_embed, g("train.time_embed"))
 
-    outputs = _model(fixture).apply({"params": fixture.params}, batch, return_layers=True)
+    forward = jax.jit(lambda params, batch: _model(fixture).apply({"params": params}, batch, return_layers=True))
+    outputs = forward(fixture.params, batch)
     ce_index, mse_index = g("train.ce_loss_indexes"), g("train.mse_loss_indexes")
     report.compare("train.llm_input", outputs["llm_input"][0], g("train.llm_input"))
     report.compare("train.layer_outputs", outputs["layer_outputs"][:, 0], g("train.layer_outputs"))
@@ -179,11 +198,24 @@ def case_train(fixture, report):
     def loss_fn(params):
         return losses(_model(fixture).apply({"params": params}, batch), batch)[0]
 
-    grads = jax.grad(loss_fn)(fixture.params)
+    grads = jax.jit(jax.grad(loss_fn))(fixture.params)
     grad_tensors = convert.to_bagel(grads, convert.ema_entries(cfg))
     prefix = "train.grad."
     for key in sorted(k for k in fixture.arrays if k.startswith(prefix)):
         report.compare(key, grad_tensors[key[len(prefix):]], g(key))
+
+
+STATIC_ARGS = ("tokens", "guidance", "steps", "num_timesteps", "shift", "return_layers")
+
+
+def _fast(fixture, function):
+    """Return `function` with the fixture's model config bound, jitted (static settings as static args)."""
+    def build():
+        bound = functools.partial(function, fixture.model_config)
+        names = [name for name in STATIC_ARGS if name in inspect.signature(bound).parameters]
+        return jax.jit(bound, static_argnames=names)
+
+    return _jit_once(fixture, function, build)
 
 
 def _tokens(fixture) -> cache_lib.SpecialTokens:
@@ -200,7 +232,7 @@ def _capacity(fixture) -> int:
 def _text_context(fixture, cache, prompt_ids):
     tokens = _tokens(fixture)
     ids = jnp.concatenate([jnp.array([tokens.bos]), jnp.asarray(prompt_ids), jnp.array([tokens.eos])])[None]
-    cache, _ = cache_lib.prefill_text(fixture.model_config, fixture.params, cache, ids.astype(jnp.int32))
+    cache, _ = _fast(fixture, cache_lib.prefill_text)(fixture.params, cache, ids.astype(jnp.int32))
     return cache, ids[0]
 
 
@@ -238,7 +270,7 @@ def case_flow_nocfg(fixture, report):
     n = latent_pos.shape[1]
     report.compare("flow_nocfg.query_position_ids", jnp.full((n + 2,), cache.next_rope[0]),
                    g("flow_nocfg.query_position_ids"))
-    velocity, layers = cache_lib.query_velocity(fixture.model_config, fixture.params, cache, _tokens(fixture),
+    velocity, layers = _fast(fixture, cache_lib.query_velocity)(fixture.params, cache, _tokens(fixture),
                                                 jnp.asarray(g("flow_nocfg.x_t"))[None], g("flow_nocfg.t"),
                                                 latent_pos, return_layers=True)
     report.compare("flow_nocfg.layer_outputs", layers[:, 0], g("flow_nocfg.layer_outputs"))
@@ -264,14 +296,14 @@ def _compare_branches(fixture, report, case, contexts, guidance):
     latent_pos, _ = _latent_pos(fixture, fixture.raw_config["case_parameters"]["gen_hw"])
     names = {"v_cond": contexts.cond, "v_text_uncond": contexts.text_uncond, "v_img_uncond": contexts.img_uncond}
     for name, context in names.items():
-        velocity = cache_lib.query_velocity(fixture.model_config, fixture.params, context, tokens, x_t, t, latent_pos)
+        velocity = _fast(fixture, cache_lib.query_velocity)(fixture.params, context, tokens, x_t, t, latent_pos)
         report.compare(f"{case}.{name}", velocity[0], g(f"{case}.{name}"))
     for key, context in (("query_position_ids", contexts.cond), ("text_uncond_position_ids", contexts.text_uncond),
                          ("img_uncond_position_ids", contexts.img_uncond)):
         if f"{case}.{key}" in fixture.arrays:
             report.compare(f"{case}.{key}", jnp.full((latent_pos.shape[1] + 2,), context.next_rope[0]),
                            g(f"{case}.{key}"))
-    velocity, guided = cache_lib.guided_velocity(fixture.model_config, fixture.params, contexts, tokens, x_t,
+    velocity, guided = _fast(fixture, cache_lib.guided_velocity)(fixture.params, contexts, tokens, x_t,
                                                  jnp.float32(t), latent_pos, guidance)
     report.compare(f"{case}.v", velocity[0], g(f"{case}.v"))
 
@@ -287,7 +319,7 @@ def case_gen_image(fixture, report):
     params = fixture.raw_config["case_parameters"]
     latent_pos, grid = _latent_pos(fixture, params["gen_hw"])
     guidance = _guidance(fixture, "global", g("gen_image.cfg_interval"))
-    final, trace = cache_lib.sample_latents(cfg, fixture.params, contexts, _tokens(fixture),
+    final, trace = _fast(fixture, cache_lib.sample_latents)(fixture.params, contexts, _tokens(fixture),
                                             jnp.asarray(g("gen_image.init_noise"))[None], latent_pos,
                                             int(g("gen_image.num_timesteps")), float(g("gen_image.timestep_shift")),
                                             guidance)
@@ -306,7 +338,7 @@ def _compare_generation(fixture, report, case, cache):
     steps = fixture.raw_config["case_parameters"]["text_steps"]
     report.compare(f"{case}.start_position_id", cache.next_rope, g(f"{case}.start_position_id"))
     first = jnp.array([_tokens(fixture).bos], jnp.int32)
-    _, fed, logits, next_tokens = cache_lib.greedy_generate(fixture.model_config, fixture.params, cache, first, steps)
+    _, fed, logits, next_tokens = _fast(fixture, cache_lib.greedy_generate)(fixture.params, cache, first, steps)
     report.compare(f"{case}.tokens", fed[0], g(f"{case}.tokens"))
     report.compare(f"{case}.step_logits", logits[0], g(f"{case}.step_logits"))
     report.compare(f"{case}.next_tokens", next_tokens[0], g(f"{case}.next_tokens"))
@@ -328,14 +360,14 @@ def _edit_contexts(fixture):
     latent = vae_encode(fixture, vae_pixels[None])[0]
     latent_tokens = patchify_latent(latent, cfg.latent_patch_size)[None]
     latent_pos, _ = _latent_pos(fixture, vae_pixels.shape[1:])
-    images = cache_lib.prefill_latent(cfg, fixture.params, empty, tokens, latent_tokens, latent_pos)
+    images, _ = _fast(fixture, cache_lib.prefill_latent)(fixture.params, empty, tokens, latent_tokens, latent_pos)
 
     vit_pixels = g("infer_edit.vit_pixels")
     patch = cfg.vit.patch_size
     patches = patchify_image(jnp.asarray(vit_pixels), patch)[None]
     vit_pos = vit_positions((vit_pixels.shape[1] // patch, vit_pixels.shape[2] // patch),
                             cfg.vit.max_patches_per_side)[None]
-    images = cache_lib.prefill_vit(cfg, fixture.params, images, tokens, patches, vit_pos)
+    images, _ = _fast(fixture, cache_lib.prefill_vit)(fixture.params, images, tokens, patches, vit_pos)
 
     prompt = g("infer_edit.prompt_ids")
     context, _ = _text_context(fixture, images, prompt)
