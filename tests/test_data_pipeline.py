@@ -1,5 +1,8 @@
 """The grain pipeline: packing, sharding, resumable iteration, global batches and the TFDS dataset."""
 
+import subprocess
+import sys
+
 import jax
 import numpy as np
 import pytest
@@ -151,3 +154,18 @@ def test_t2i_fraction_selects_format():
 
     process = _epoch(_config("data.t2i_fraction=0.0"), "validation")
     assert (process["stage"] == batch_format.STAGE_INDEX["plan"]).any()
+
+
+def test_build_data_command(tmp_path):
+    overrides = ["--config.data.num_train=3", "--config.data.num_validation=2", "--config.data.num_heldout=2"]
+    done = subprocess.run([sys.executable, "-m", "pstroke.build_data", "--config=configs/shapes_tiny.py",
+                           f"--out={tmp_path}", *overrides], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "train: 3 samples" in done.stdout
+    assert "(paper: mean 3.51, max 5)" in done.stdout
+    assert (tmp_path / "shapes_trajectories" / "1.0.0" / "metadata.json").is_file()
+
+    missing = subprocess.run([sys.executable, "-m", "pstroke.build_data", "--config=configs/shapes_tiny.py"],
+                             capture_output=True, text=True, check=False)
+    assert missing.returncode == 2
+    assert missing.stderr.strip().splitlines()[-1].startswith("error: missing --out")

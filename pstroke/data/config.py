@@ -33,5 +33,8 @@ def default_config() -> ml_collections.ConfigDict:
     config.t2i_fraction = 0.0
 
     config.num_packing_bins = 4  # rows filled at once by first-fit packing
-    config.worker_count = 0  # grain worker processes; 0 reads in the main process
+    # grain worker processes; 0 reads in the main process.
+    # NOTE: grain's workers read absl flags, so worker_count > 0 works only under absl.app (as in
+    # pstroke's commands), not in a plain script or notebook.
+    config.worker_count = 0
     return config

@@ -6,10 +6,10 @@ The three subsets follow the training data of Zhang et al. 2026 ("Think in Strok
   placed relative to them. Each step is a plan, the image of that state (the final layout restricted
   to the objects drawn so far) and an inspection. Some trajectories get one non-additive step
   (change a colour, swap two objects, remove a distractor) and still end on the prompt's image.
-- `conflict_critique`: a plan that contradicts the prompt (wrong colour, wrong relation, one object
-  more than the prompt's count, which the prompt's exclude clause forbids), an inspection that names
-  the error, a `<refine>` instruction and the corrected image; or a correct partial trajectory whose
-  not-yet-drawn objects are listed as still to add.
+- `conflict_critique`: a plan that contradicts the prompt, then an inspection that names the error,
+  a `<refine>` instruction and the corrected image. The error is a wrong colour, a wrong relation,
+  or one object more than the prompt's count, which its exclude clause forbids. The "correct" kind
+  is a partial trajectory whose not-yet-drawn objects are listed as still to add.
 - `alignment_critique`: a correct plan whose image does not match it (wrong colour, extra object,
   missing object, wrong place), named by the inspection and corrected; or a matching step.
 
@@ -19,7 +19,7 @@ model's rounds with the world's detector and judge and emits records in the same
 A record is a JSON-compatible dict: `subset`, `kind`, `tag`, `prompt`, `metadata` (GenEval JSONL
 object), `canvas`, `segments` (text segments with (text, stage) `parts`, image segments with a
 stage and `expect` "consistent" or "wrong"), `ends` (False when cut before the end) and `error`
-(the injected error of a wrong step). Symbolic records also carry `split`, `index` and `final`,
+(the injected error of a wrong step). Records from `make_record` also carry `split`, `index` and `final`,
 the prompt's full layout. Images are stored as the objects they show (shape, colour, centre, size,
 spec index) and rendered on read, or as PNG bytes (base64) for rollout images.
 """
