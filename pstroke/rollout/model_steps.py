@@ -1,36 +1,22 @@
-"""`ModelSteps` of the unified model: text decoding, velocity queries and image writes over a KV cache.
+"""`ModelSteps` of the unified model, built on the KV-cache functions of `pstroke.model.cache`.
 
-The cache is static-shape: per layer, keys and values [L, B, S, kv_heads, head_dim] (after QK-norm
-and RoPE), plus each row's kv length and next RoPE id. Every step runs `UnifiedModel.decode` with
-the cache as `prefix_kv`, a mask that shows the first `length` slots of a row, and the new block.
-
-Blocks follow the training layout of `pstroke.data.sequence`: a text token is one causal und token
-at the next id; an image is `<|vision_start|>` + latents + `<|vision_end|>` in one full-attention
-block at one id (markers und, latents gen), which the clean copy advances by one.
+Blocks follow the training layout of `pstroke.data.sequence`: a text segment is a causal und
+block, one RoPE id per token; a generated image is written as its clean copy,
+`<|vision_start|>` + latents (t = 0) + `<|vision_end|>` at one RoPE id, which advances it by one.
+Image sampling is the model's shifted Euler sampler with BAGEL's three CFG contexts.
 """
 
 import functools
-from typing import Any
 
-import flax.struct
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from pstroke.batch import EXPERT_GEN, EXPERT_UND
+from pstroke.batch import EXPERT_GEN
+from pstroke.errors import UserError
+from pstroke.model import cache as cache_lib
 from pstroke.model import embed
 from pstroke.model.unified import UnifiedModel, latent_dim
 from pstroke.rollout.steps import ModelSteps, SpecialTokens
-
-
-@flax.struct.dataclass
-class KVCache:
-    """Static-shape KV cache of B rows with S slots each."""
-
-    keys: jax.Array  # [L, B, S, kv_heads, head_dim] compute dtype
-    values: jax.Array  # [L, B, S, kv_heads, head_dim]
-    length: jax.Array  # [B] int32: filled slots
-    next_position: jax.Array  # [B] int32: RoPE id of the next token
 
 
 def image_grid(config) -> tuple[int, int]:
@@ -41,7 +27,7 @@ def image_grid(config) -> tuple[int, int]:
 
 
 def cache_capacity(config) -> int:
-    """Return S, the slots a row needs for the longest trajectory the sample settings allow.
+    """Return the slots a row needs for the longest trajectory the sample settings allow.
 
     Prompt + max_rounds x (text segment with its two markers + image with its two markers).
     """
@@ -51,107 +37,82 @@ def cache_capacity(config) -> int:
     return sample.max_prompt_tokens + sample.max_rounds * per_round
 
 
-def _empty_cache(model_config, capacity: int, batch: int) -> KVCache:
-    llm = model_config.llm
-    dtype = jnp.bfloat16 if model_config.compute_dtype == "bfloat16" else jnp.float32
-    shape = (llm.num_layers, batch, capacity, llm.num_kv_heads, llm.head_dim)
-    return KVCache(keys=jnp.zeros(shape, dtype), values=jnp.zeros(shape, dtype),
-                   length=jnp.zeros((batch,), jnp.int32), next_position=jnp.zeros((batch,), jnp.int32))
+def guidance_config(sample) -> cache_lib.GuidanceConfig:
+    """Return the model's CFG settings from the `sample` config section.
 
-
-def _prefix_mask(cache: KVCache, block: int) -> jax.Array:
-    """Mask [B, block, S + block]: filled cache slots, then the block's own keys (full attention).
-
-    A one-token block is also the causal case: the token sees the cache and itself.
+    Raises:
+      UserError: an unknown renorm type, or an interval whose bounds are not 0 <= low <= high <= 1.
     """
-    batch, capacity = cache.keys.shape[1], cache.keys.shape[2]
-    filled = jnp.arange(capacity)[None, :] < cache.length[:, None]
-    cached = jnp.broadcast_to(filled[:, None, :], (batch, block, capacity))
-    own = jnp.ones((batch, block, block), bool)
-    return jnp.concatenate([cached, own], axis=-1)
+    if sample.cfg_renorm_type not in cache_lib.RENORM_TYPES:
+        raise UserError(f"invalid sample.cfg_renorm_type {sample.cfg_renorm_type!r}; expected one of "
+                        f"{', '.join(cache_lib.RENORM_TYPES)}")
+    low, high = (float(bound) for bound in sample.cfg_interval)
+    if not 0.0 <= low <= high <= 1.0:
+        raise UserError(f"invalid sample.cfg_interval {tuple(sample.cfg_interval)}; expected (low, high) "
+                        "with 0 <= low <= high <= 1")
+    return cache_lib.GuidanceConfig(text_scale=float(sample.cfg_text_scale), img_scale=float(sample.cfg_img_scale),
+                                    interval=(low, high), renorm_type=str(sample.cfg_renorm_type),
+                                    renorm_min=float(sample.cfg_renorm_min))
 
 
-def _run_block(module: UnifiedModel, cache: KVCache, x, expert):
-    """Run a block of embeddings x [B, T, H] at each row's next id; return (residual, routing, k, v)."""
-    batch, block = expert.shape
-    position = jnp.broadcast_to(cache.next_position[:, None], (batch, block))
-    residual, _, keys, values, routing = module.decode(
-        x, expert, position, _prefix_mask(cache, block), prefix_kv=(cache.keys, cache.values))
-    return residual, routing, keys, values
+def _prefill(model_config, params, cache, tokens, length):
+    cache, logits = cache_lib.prefill_text(model_config, params, cache, tokens, num_valid=length)
+    last = jnp.take_along_axis(logits, (length - 1)[:, None, None], axis=1)
+    return cache, last[:, 0]
 
 
-def _append(cache: KVCache, keys, values, position_advance: int) -> KVCache:
-    """Write new keys/values [L, B, T, ...] at each row's length; advance length and RoPE id."""
-
-    def write_row(buffer, new, start):  # buffer [L, S, ...], new [L, T, ...] of one row
-        return jax.lax.dynamic_update_slice(buffer, new.astype(buffer.dtype), (0, start, 0, 0))
-
-    write = jax.vmap(write_row, in_axes=(1, 1, 0), out_axes=1)
-    block = keys.shape[2]
-    return KVCache(keys=write(cache.keys, keys, cache.length), values=write(cache.values, values, cache.length),
-                   length=cache.length + block, next_position=cache.next_position + position_advance)
+def _decode(model_config, params, cache, token):
+    return cache_lib.decode_step(model_config, params, cache, token)
 
 
-def _decode(module: UnifiedModel, cache: KVCache, token):
-    x = module.embed_text(token[:, None])
-    expert = jnp.full(token.shape + (1,), EXPERT_UND, jnp.int32)
-    residual, routing, keys, values = _run_block(module, cache, x, expert)
-    _, logits, _ = module.heads(residual, routing)
-    return _append(cache, keys, values, position_advance=1), logits[:, 0]
+def _sample_image(model_config, markers, latent_pos, num_steps, shift, guidance, params, cond, text_uncond,
+                  image_uncond, noise):
+    contexts = cache_lib.GuidanceContexts(
+        cond=cond,
+        text_uncond=text_uncond if guidance.text_scale > 1.0 else None,
+        img_uncond=image_uncond if guidance.text_scale > 1.0 and guidance.img_scale > 1.0 else None)
+    positions = jnp.broadcast_to(latent_pos[None, :], noise.shape[:2])
+    image, _ = cache_lib.sample_latents(model_config, params, contexts, markers, noise, positions, num_steps, shift,
+                                        guidance)
+    return image
 
 
-def _image_block(module: UnifiedModel, cache: KVCache, x_t, t, special: SpecialTokens, latent_pos):
-    """Embed `<|vision_start|>` + latents x_t [B, N, D] at flow time t [B] + `<|vision_end|>` and run it."""
-    batch, count, _ = x_t.shape
-    start = module.embed_text(jnp.full((batch, 1), special.vision_start, jnp.int32))
-    end = module.embed_text(jnp.full((batch, 1), special.vision_end, jnp.int32))
-    times = jnp.broadcast_to(t[:, None], (batch, count))
-    positions = jnp.broadcast_to(latent_pos[None, :], (batch, count))
-    latents = module.embed_latent(x_t, times, positions)
-    x = jnp.concatenate([start, latents.astype(start.dtype), end], axis=1)
+def _write_image(model_config, markers, latent_pos, params, cache, x0):
+    """Append the clean image block and return (cache, logits [B, V] at its `<|vision_end|>`).
 
-    expert = np.full((count + 2,), EXPERT_GEN, np.int32)
-    expert[0] = expert[-1] = EXPERT_UND
-    expert = jnp.broadcast_to(jnp.asarray(expert)[None, :], (batch, count + 2))
-    return _run_block(module, cache, x, expert)
-
-
-def _velocity(module: UnifiedModel, cache: KVCache, x_t, t, special, latent_pos):
-    residual, routing, _, _ = _image_block(module, cache, x_t, t, special, latent_pos)
-    _, _, velocity = module.heads(residual, routing)
-    return velocity[:, 1:-1]
+    `cache_lib.prefill_latent` writes the same block but drops the hidden states; the logits at
+    `<|vision_end|>` choose what follows the image, so the block is run here with the same pieces.
+    """
+    rows = x0.shape[0]
+    positions = jnp.broadcast_to(latent_pos[None, :], x0.shape[:2])
+    t = jnp.zeros(x0.shape[:2], jnp.float32)
+    inner = cache_lib._apply(model_config, params, UnifiedModel.embed_latent, x0, t, positions)
+    # NOTE: `_apply` and `_image_block` are private to pstroke.model.cache; a public
+    # prefill_latent that also returned its logits would replace these lines.
+    x, expert = cache_lib._image_block(model_config, params, markers, inner, EXPERT_GEN)
+    position = jnp.broadcast_to(cache.next_rope[:, None], expert.shape)
+    hidden, keys, values, _ = cache_lib.run_block(model_config, params, cache, x, expert, position, False)
+    cache = cache_lib.write_block(cache, keys, values, jnp.full((rows,), x.shape[1]), jnp.ones((rows,), jnp.int32))
+    return cache, cache_lib.logits_of(model_config, params, hidden[:, -1])
 
 
-def _write_image(module: UnifiedModel, cache: KVCache, x0, special, latent_pos):
-    t = jnp.zeros((x0.shape[0],), jnp.float32)
-    residual, routing, keys, values = _image_block(module, cache, x0, t, special, latent_pos)
-    _, logits, _ = module.heads(residual, routing)
-    return _append(cache, keys, values, position_advance=1), logits[:, -1]
-
-
-def _apply(config, method, params, *args):
-    """Call `method(module, *args)` on `UnifiedModel(config.model)` bound to `params`."""
-    return UnifiedModel(config.model).apply({"params": params}, *args, method=method)
-
-
-def _select_rows(mask, first: KVCache, second: KVCache) -> KVCache:
+def _select_rows(mask, first: cache_lib.KVCache, second: cache_lib.KVCache) -> cache_lib.KVCache:
     def pick(a, b, axis):
         shape = [1] * a.ndim
         shape[axis] = mask.shape[0]
         return jnp.where(mask.reshape(shape), a, b)
 
-    return KVCache(keys=pick(first.keys, second.keys, 1), values=pick(first.values, second.values, 1),
-                   length=pick(first.length, second.length, 0),
-                   next_position=pick(first.next_position, second.next_position, 0))
+    return cache_lib.KVCache(keys=pick(first.keys, second.keys, 1), values=pick(first.values, second.values, 1),
+                             length=pick(first.length, second.length, 0),
+                             next_rope=pick(first.next_rope, second.next_rope, 0))
 
 
-def _latents_to_images(config, params, tokens):
+def _latents_to_images(model_config, grid, params, tokens):
     """Decode tokens [..., N, D] of the pixel codec to uint8 images [..., H, W, 3]."""
-    model = config.model
-    grid = image_grid(config)
 
     def one(image_tokens):
-        latent = embed.unpatchify_latent(image_tokens, grid, model.latent_patch_size, model.latent_channels)
+        latent = embed.unpatchify_latent(image_tokens, grid, model_config.latent_patch_size,
+                                         model_config.latent_channels)
         return embed.latent_to_pixels(latent)
 
     flat = tokens.reshape((-1,) + tokens.shape[-2:])
@@ -162,30 +123,45 @@ def _latents_to_images(config, params, tokens):
 def build_model_steps(config, special: SpecialTokens, text_vocab_size: int) -> ModelSteps:
     """Return the `ModelSteps` of `UnifiedModel(config.model)` for the `config.sample` settings.
 
-    `text_vocab_size` is the tokenizer's vocabulary size (at most model.llm.vocab_size).
-    Build it once and reuse it: `rollout_jit` compiles once per `ModelSteps` value.
+    `text_vocab_size` is the tokenizer's vocabulary size (at most model.llm.vocab_size). Build the
+    steps once and reuse them: `rollout_jit` compiles once per `ModelSteps` value.
+
+    Raises:
+      UserError: invalid guidance settings, or a model this rollout cannot sample from.
     """
     model = config.model
     if model.codec != "pixels":
         # TODO: decode "vae" latents with pstroke.model.vae once a trained autoencoder exists.
-        raise NotImplementedError(f"the rollout decodes images only with model.codec='pixels', got {model.codec!r}")
+        raise UserError(f"the rollout decodes images only with model.codec='pixels', got {model.codec!r}; "
+                        "set --config.model.codec=pixels")
+    if model.vit.enabled:
+        # TODO: re-encode each generated image with the ViT (cache_lib.prefill_vit) once the data
+        # pipeline trains on ViT splits; without them the model never saw ViT tokens.
+        raise UserError("the rollout has no ViT path yet; set --config.model.vit.enabled=false")
+    guidance = guidance_config(config.sample)
+    if config.sample.num_steps < 2:
+        raise UserError(f"invalid sample.num_steps {config.sample.num_steps}; the sampler needs at least 2 "
+                        "timesteps (one velocity evaluation)")
+
     rows, cols = image_grid(config)
     latent_pos = jnp.asarray(embed.latent_positions((rows, cols), model.max_latent_size))
+    markers = cache_lib.SpecialTokens(bos=special.im_start, eos=special.im_end, vision_start=special.vision_start,
+                                      vision_end=special.vision_end)
     capacity = cache_capacity(config)
+    sample = config.sample
 
     return ModelSteps(
-        empty_cache=functools.partial(_empty_cache, model, capacity),
-        decode=functools.partial(_apply, config, _decode),
-        velocity=functools.partial(_apply_with, config, _velocity, special, latent_pos),
-        write_image=functools.partial(_apply_with, config, _write_image, special, latent_pos),
+        empty_cache=lambda batch: cache_lib.empty_cache(model, batch, capacity),
+        prefill=functools.partial(_prefill, model),
+        decode=functools.partial(_decode, model),
+        sample_image=functools.partial(_sample_image, model, markers, latent_pos, int(sample.num_steps),
+                                       float(sample.timestep_shift), guidance),
+        write_image=functools.partial(_write_image, model, markers, latent_pos),
         select_rows=_select_rows,
-        latents_to_images=functools.partial(_latents_to_images, config),
+        latents_to_images=functools.partial(_latents_to_images, model, (rows, cols)),
         special=special,
         text_vocab_size=text_vocab_size,
         image_tokens=rows * cols,
         token_dim=latent_dim(model),
     )
 
-
-def _apply_with(config, method, special, latent_pos, params, cache, *args) -> Any:
-    return _apply(config, lambda module, *inner: method(module, *inner, special, latent_pos), params, cache, *args)

@@ -3,8 +3,9 @@
 A round is one text segment decoded token by token, then, when the model asked for an image, one
 image sampled with the shifted Euler flow sampler under text and image classifier-free guidance
 (BAGEL's three contexts, guidance interval and renorm), then written into the cache. The model's own
-tokens decide what follows each text segment: the logits at its `<|im_end|>` choose among
-`<|vision_start|>` (an image), `<|im_start|>` (more text, next round) and `<|endoftext|>` (the end).
+tokens decide what follows: the logits at a text segment's `<|im_end|>` choose among
+`<|vision_start|>` (an image), `<|im_start|>` (more text, next round) and `<|endoftext|>` (the end),
+and the logits at an image's `<|vision_end|>` choose between more text and the end.
 
 Prompts run as a batch with per-prompt done flags. Once every prompt is done (or the round limit is
 reached), `lax.cond` skips the remaining rounds, so they cost nothing. `max_rounds` is static and
@@ -27,41 +28,21 @@ import ml_collections
 
 from pstroke.rollout.steps import Cache, ModelSteps, Params
 
-RENORM_TYPES = ("global", "channel", "text_channel")
-
 
 class SamplerSettings(NamedTuple):
-    """The static (hashable) part of `config.sample` that shapes the compiled rollout."""
+    """The static (hashable) part of `config.sample` that shapes the compiled loop.
+
+    The image sampler's settings (steps, shift, guidance) live in the `ModelSteps`.
+    """
 
     max_rounds: int
     max_text_tokens: int
-    num_steps: int
-    timestep_shift: float
-    cfg_text_scale: float
-    cfg_img_scale: float
-    cfg_interval: tuple[float, float]
-    cfg_renorm_type: str
-    cfg_renorm_min: float
     temperature: float
 
     @classmethod
     def from_config(cls, sample: ml_collections.ConfigDict) -> "SamplerSettings":
-        if sample.cfg_renorm_type not in RENORM_TYPES:
-            raise ValueError(f"sample.cfg_renorm_type={sample.cfg_renorm_type!r}; expected one of {RENORM_TYPES}")
-        if sample.num_steps < 2:
-            raise ValueError(f"sample.num_steps={sample.num_steps}; expected at least 2")
-        return cls(
-            max_rounds=int(sample.max_rounds),
-            max_text_tokens=int(sample.max_text_tokens),
-            num_steps=int(sample.num_steps),
-            timestep_shift=float(sample.timestep_shift),
-            cfg_text_scale=float(sample.cfg_text_scale),
-            cfg_img_scale=float(sample.cfg_img_scale),
-            cfg_interval=(float(sample.cfg_interval[0]), float(sample.cfg_interval[1])),
-            cfg_renorm_type=str(sample.cfg_renorm_type),
-            cfg_renorm_min=float(sample.cfg_renorm_min),
-            temperature=float(sample.temperature),
-        )
+        return cls(max_rounds=int(sample.max_rounds), max_text_tokens=int(sample.max_text_tokens),
+                   temperature=float(sample.temperature))
 
 
 @flax.struct.dataclass
@@ -99,78 +80,6 @@ def prompt_keys(seed: int, prompt_index: jax.Array) -> jax.Array:
     """
     base = jax.random.PRNGKey(seed)
     return jax.vmap(lambda index: jax.random.fold_in(base, index))(jnp.asarray(prompt_index))
-
-
-def shifted_timesteps(num_steps: int, shift: float) -> jax.Array:
-    """Return flow times [num_steps] from 1 to 0: linspace, then t <- s t / (1 + (s - 1) t)."""
-    t = jnp.linspace(1.0, 0.0, num_steps, dtype=jnp.float32)
-    return shift * t / (1.0 + (shift - 1.0) * t)
-
-
-def _row_norm(v: jax.Array, per_token: bool) -> jax.Array:
-    """L2 norm per row over tokens and channels [B, 1, 1], or per token over channels [B, N, 1]."""
-    axes = (-1,) if per_token else (-2, -1)
-    return jnp.sqrt(jnp.sum(jnp.square(v), axis=axes, keepdims=True))
-
-
-def combine_guidance(v_cond: jax.Array, v_text_uncond: jax.Array | None, v_image_uncond: jax.Array | None,
-                     settings: SamplerSettings) -> jax.Array:
-    """Combine branch velocities [B, N, D] with BAGEL's CFG formulas and renorm.
-
-    `v_image_uncond` is None when image guidance is off. The renorm scale clamps the ratio of the
-    conditional norm to the guided norm to [cfg_renorm_min, 1].
-    """
-    text_guided = v_text_uncond + settings.cfg_text_scale * (v_cond - v_text_uncond)
-
-    if settings.cfg_renorm_type == "text_channel":
-        ratio = _row_norm(v_cond, per_token=True) / (_row_norm(text_guided, per_token=True) + 1e-8)
-        text_guided = text_guided * jnp.clip(ratio, settings.cfg_renorm_min, 1.0)
-        if v_image_uncond is None:
-            return text_guided
-        return v_image_uncond + settings.cfg_img_scale * (text_guided - v_image_uncond)
-
-    guided = text_guided
-    if v_image_uncond is not None:
-        guided = v_image_uncond + settings.cfg_img_scale * (text_guided - v_image_uncond)
-    per_token = settings.cfg_renorm_type == "channel"
-    ratio = _row_norm(v_cond, per_token) / (_row_norm(guided, per_token) + 1e-8)
-    return guided * jnp.clip(ratio, settings.cfg_renorm_min, 1.0)
-
-
-def sample_image(steps: ModelSteps, params: Params, state: RolloutState, noise: jax.Array,
-                 settings: SamplerSettings) -> jax.Array:
-    """Integrate x from noise [B, N, D] at t = 1 to clean tokens at t = 0 with Euler steps.
-
-    x <- x - v(x, t_k) (t_k - t_{k+1}) over the shifted schedule, num_steps - 1 evaluations. Each
-    evaluation attends to the contexts without writing them. A branch whose scale is 1 is never
-    traced; image guidance only applies together with text guidance, as in BAGEL.
-    """
-    timesteps = shifted_timesteps(settings.num_steps, settings.timestep_shift)
-    use_text_cfg = settings.cfg_text_scale > 1.0
-    use_image_cfg = use_text_cfg and settings.cfg_img_scale > 1.0
-    low, high = settings.cfg_interval
-    batch = noise.shape[0]
-
-    def cond_velocity(x, t):
-        return steps.velocity(params, state.cond, x, jnp.full((batch,), t))
-
-    def guided_velocity(x, t):
-        t_rows = jnp.full((batch,), t)
-        v_cond = steps.velocity(params, state.cond, x, t_rows)
-        v_text = steps.velocity(params, state.text_uncond, x, t_rows)
-        v_image = steps.velocity(params, state.image_uncond, x, t_rows) if use_image_cfg else None
-        return combine_guidance(v_cond, v_text, v_image, settings)
-
-    def euler_step(k, x):
-        t, t_next = timesteps[k], timesteps[k + 1]
-        if use_text_cfg:
-            in_interval = (t > low) & (t <= high)
-            v = jax.lax.cond(in_interval, guided_velocity, cond_velocity, x, t)
-        else:
-            v = cond_velocity(x, t)
-        return x - v * (t - t_next)
-
-    return jax.lax.fori_loop(0, settings.num_steps - 1, euler_step, noise)
 
 
 def _choose_token(logits: jax.Array, rng: jax.Array, steps: ModelSteps, temperature: float) -> jax.Array:
@@ -293,7 +202,7 @@ def run_round(steps: ModelSteps, params: Params, state: RolloutState,
 
     def draw(state: RolloutState):
         noise = jax.vmap(lambda key: jax.random.normal(key, latents.shape[1:], jnp.float32))(noise_rng)
-        image = sample_image(steps, params, state, noise, settings)
+        image = steps.sample_image(params, state.cond, state.text_uncond, state.image_uncond, noise)
         image = jnp.where(draws_image[:, None, None], image, latents)
         written, logits = steps.write_image(params, state.cond, image)
         cond = steps.select_rows(draws_image, written, state.cond)
@@ -345,25 +254,12 @@ def start_state(steps: ModelSteps, params: Params, prompt: jax.Array, prompt_len
                 rng: jax.Array) -> RolloutState:
     """Write the prompt segments [B, P] (int32, pad after prompt_length [B]) into a fresh state.
 
-    `rng` holds one key per prompt [B].
-    Each prompt segment includes its `<|im_start|>` and `<|im_end|>`. The logits at `<|im_end|>`
-    choose what follows it. Tokens are fed one position at a time so that rows of different lengths
-    share one loop; rows past their length are not written.
+    Each prompt segment includes its `<|im_start|>` and `<|im_end|>`, and the logits at
+    `<|im_end|>` choose what follows it. `rng` holds one key per prompt [B].
     """
-    batch, prompt_tokens = prompt.shape
+    batch = prompt.shape[0]
     empty = steps.empty_cache(batch)
-
-    def feed(position, carry):
-        cache, logits = carry
-        fed, next_logits = steps.decode(params, cache, prompt[:, position])
-        inside = position < prompt_length
-        cache = steps.select_rows(inside, fed, cache)
-        logits = jnp.where(inside[:, None], next_logits, logits)
-        return cache, logits
-
-    _, probe_logits = jax.eval_shape(lambda: steps.decode(params, empty, prompt[:, 0]))
-    vocab_logits = jnp.zeros(probe_logits.shape, probe_logits.dtype)
-    cond, logits = jax.lax.fori_loop(0, prompt_tokens, feed, (empty, vocab_logits))
+    cond, logits = steps.prefill(params, empty, prompt, prompt_length)
 
     first_choice = _choose_switch(logits, _after_text(steps))
     return RolloutState(

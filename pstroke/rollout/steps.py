@@ -33,16 +33,21 @@ class ModelSteps(NamedTuple):
     empty_cache: Callable[[int], Cache]
     """Return an empty cache for B rows (kv length 0, next rope id 0)."""
 
+    prefill: Callable[[Params, Cache, jax.Array, jax.Array], tuple[Cache, jax.Array]]
+    """Append a text block tokens [B, P] int32 whose first length [B] entries are real (und, causal).
+
+    Returns the cache and the logits [B, V] float32 at each row's last real token.
+    """
+
     decode: Callable[[Params, Cache, jax.Array], tuple[Cache, jax.Array]]
     """Append one text token per row ([B] int32, und expert, causal) at the row's next rope id.
 
     Returns the cache with the token written and the next-token logits [B, V] float32.
     """
 
-    velocity: Callable[[Params, Cache, jax.Array, jax.Array], jax.Array]
-    """Predict the flow velocity [B, N, D] of noisy latents x_t [B, N, D] at flow time t [B].
-
-    The query block (vision markers + latents, one rope id) attends to the cache and is not written.
+    sample_image: Callable[[Params, Cache, Cache, Cache, jax.Array], jax.Array]
+    """Sample clean image tokens [B, N, D] from noise [B, N, D] given the cond, text-uncond and
+    image-uncond contexts. Denoising steps attend to the contexts without writing them.
     """
 
     write_image: Callable[[Params, Cache, jax.Array], tuple[Cache, jax.Array]]

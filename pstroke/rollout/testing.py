@@ -83,9 +83,9 @@ def steer(steps: ModelSteps, after_text: Sequence[int | None], after_image: Sequ
           strength: float = 1e4) -> ModelSteps:
     """Return steps whose per-row choices after a text segment and after an image are forced.
 
-    Entry b of `after_text` / `after_image` is the token id row b must choose there, or None to
-    leave the model's choice. Text tokens are unaffected: the rollout never decodes these marker
-    tokens inside a text segment.
+    Entry b of `after_text` (which also covers the prompt) or `after_image` is the token id that
+    row b must choose there, or None to leave the model's choice. Text tokens are unaffected,
+    because the rollout never decodes these marker tokens inside a text segment.
     """
     vocab = steps.text_vocab_size
 
@@ -101,9 +101,15 @@ def steer(steps: ModelSteps, after_text: Sequence[int | None], after_image: Sequ
         return lambda logits_width: jnp.pad(bias, ((0, 0), (0, logits_width - vocab)))
 
     return steps._replace(
+        prefill=functools.partial(_biased_prefill, steps.prefill, pad(text_bias)),
         decode=functools.partial(_biased_decode_padded, steps.decode, pad(text_bias)),
         write_image=functools.partial(_biased_write_image_padded, steps.write_image, pad(image_bias)),
     )
+
+
+def _biased_prefill(prefill, bias_for, params, cache, tokens, length):
+    cache, logits = prefill(params, cache, tokens, length)
+    return cache, logits + bias_for(logits.shape[-1])
 
 
 def _biased_decode_padded(decode, bias_for, params, cache, token):
