@@ -7,6 +7,7 @@ single spaces between those pieces. The trajectory grammar writes its text that 
 round-trip exactly.
 """
 
+import functools
 import re
 from typing import Iterable, Protocol, Sequence
 
@@ -97,6 +98,7 @@ def plural(noun: str) -> str:
     return noun + "s"
 
 
+@functools.lru_cache(maxsize=None)
 def world_words() -> frozenset[str]:
     """Return every word the world and the trajectory grammar can produce."""
     from pstroke.world import prompts, scene
