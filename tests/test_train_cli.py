@@ -1,0 +1,111 @@
+"""`python -m pstroke.train` as a user runs it: killed and rerun, stopped by SIGTERM, bad input."""
+
+import json
+import os
+import pathlib
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+TINY = [
+    "--config.data.source=synthetic", "--config.data.seq_len=128", "--config.world.canvas=16",
+    "--config.model.max_latent_size=4", "--config.model.llm.hidden_size=64",
+    "--config.model.llm.intermediate_size=128", "--config.model.llm.num_layers=2",
+    "--config.model.llm.head_dim=16", "--config.train.batch_size=4", "--config.train.steps=100",
+    "--config.train.checkpoint_every=4", "--config.train.log_every=1", "--config.train.warmup_steps=5",
+]
+
+
+def _command(workdir: pathlib.Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "pstroke.train", "--config=configs/shapes_tiny.py", f"--workdir={workdir}",
+            *TINY, *extra]
+
+
+def _env() -> dict:
+    """One CPU device, as a user's shell has (the test process itself has 8 fake ones)."""
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = ""
+    env["JAX_PLATFORMS"] = "cpu"
+    return env
+
+
+def _losses(workdir: pathlib.Path) -> dict[int, tuple[float, float]]:
+    """Map step -> (ce, mse) from metrics.jsonl; a step written twice keeps its last line."""
+    losses = {}
+    for line in (workdir / "metrics.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        losses[record["step"]] = (record["ce"], record["mse"])
+    return losses
+
+
+def _saved_steps(workdir: pathlib.Path) -> list[int]:
+    folder = workdir / "checkpoints"
+    return sorted(int(path.name) for path in folder.iterdir() if path.name.isdigit()) if folder.is_dir() else []
+
+
+def _start_and_stop(workdir: pathlib.Path, sig: int, after_step: int) -> subprocess.CompletedProcess:
+    """Start a run and send `sig` once checkpoint `after_step` or later is committed."""
+    log_file = workdir.with_suffix(f".{sig}.log")
+    with open(log_file, "w") as log:
+        process = subprocess.Popen(_command(workdir), cwd=REPO, env=_env(), stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 240
+    while not any(step >= after_step for step in _saved_steps(workdir)):
+        assert process.poll() is None, "run ended before it was stopped"
+        assert time.monotonic() < deadline, "no checkpoint within 240 s"
+        time.sleep(0.05)
+    process.send_signal(sig)
+    process.wait(timeout=120)
+    return subprocess.CompletedProcess(process.args, process.returncode, log_file.read_text(), "")
+
+
+def test_killed_run_resumes_bitwise(tmp_path):
+    reference = tmp_path / "reference"
+    full = subprocess.run(_command(reference), cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+    assert full.returncode == 0, full.stderr[-2000:]
+    expected = _losses(reference)
+    assert sorted(expected) == list(range(1, 101))
+
+    # SIGKILL: no chance to save; the rerun resumes from the last committed checkpoint.
+    workdir = tmp_path / "interrupted"
+    killed = _start_and_stop(workdir, signal.SIGKILL, after_step=8)
+    assert killed.returncode == -signal.SIGKILL
+    assert max(_saved_steps(workdir)) < 100
+
+    # SIGTERM: the run saves the step it reached and exits cleanly.
+    stopped = _start_and_stop(workdir, signal.SIGTERM, after_step=max(_saved_steps(workdir)) + 4)
+    assert stopped.returncode == 0, stopped.stdout[-2000:]
+    assert "resumed from checkpoint step" in stopped.stdout
+    assert "SIGTERM received" in stopped.stdout
+    assert max(_saved_steps(workdir)) < 100
+
+    resumed = subprocess.run(_command(workdir), cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resumed from checkpoint step" in resumed.stderr
+    assert _losses(workdir) == expected
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--config.mesh.data=3"], r"error: mesh .* has 3 devices but 1 are available; set --config.mesh"),
+    (["--config.train.schedule=linear"], r"error: invalid train.schedule 'linear'"),
+])
+def test_bad_input_prints_one_line(tmp_path, extra, message):
+    result = subprocess.run(_command(tmp_path / "run", *extra), cwd=REPO, env=_env(), capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert re.search(message, result.stderr), result.stderr[-2000:]
+
+
+def test_unwritable_workdir_prints_one_line(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    result = subprocess.run(_command(blocker / "run"), cwd=REPO, env=_env(), capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "is not writable" in result.stderr
