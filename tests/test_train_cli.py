@@ -16,7 +16,7 @@ TINY = [
     "--config.data.source=synthetic", "--config.data.seq_len=128", "--config.world.canvas=16",
     "--config.model.max_latent_size=4", "--config.model.llm.hidden_size=64",
     "--config.model.llm.intermediate_size=128", "--config.model.llm.num_layers=2",
-    "--config.model.llm.head_dim=16", "--config.train.batch_size=4", "--config.train.steps=100",
+    "--config.model.llm.head_dim=16", "--config.train.batch_size=4", "--config.train.steps=60",
     "--config.train.checkpoint_every=4", "--config.train.log_every=1", "--config.train.warmup_steps=5",
 ]
 
@@ -26,11 +26,18 @@ def _command(workdir: pathlib.Path, *extra: str) -> list[str]:
             *TINY, *extra]
 
 
-def _env() -> dict:
-    """One CPU device, as a user's shell has (the test process itself has 8 fake ones)."""
+def _env(cache: pathlib.Path | None = None) -> dict:
+    """One CPU device, as a user's shell has (the test process itself has 8 fake ones).
+
+    With `cache`, runs share JAX's persistent compilation cache, so only the first one compiles.
+    """
     env = dict(os.environ)
     env["XLA_FLAGS"] = ""
     env["JAX_PLATFORMS"] = "cpu"
+    if cache is not None:
+        env["JAX_COMPILATION_CACHE_DIR"] = str(cache)
+        env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+        env["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
     return env
 
 
@@ -48,11 +55,11 @@ def _saved_steps(workdir: pathlib.Path) -> list[int]:
     return sorted(int(path.name) for path in folder.iterdir() if path.name.isdigit()) if folder.is_dir() else []
 
 
-def _start_and_stop(workdir: pathlib.Path, sig: int, after_step: int) -> subprocess.CompletedProcess:
+def _start_and_stop(workdir: pathlib.Path, sig: int, after_step: int, env: dict) -> subprocess.CompletedProcess:
     """Start a run and send `sig` once checkpoint `after_step` or later is committed."""
     log_file = workdir.with_suffix(f".{sig}.log")
     with open(log_file, "w") as log:
-        process = subprocess.Popen(_command(workdir), cwd=REPO, env=_env(), stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(_command(workdir), cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 240
     while not any(step >= after_step for step in _saved_steps(workdir)):
         assert process.poll() is None, "run ended before it was stopped"
@@ -64,26 +71,27 @@ def _start_and_stop(workdir: pathlib.Path, sig: int, after_step: int) -> subproc
 
 
 def test_killed_run_resumes_bitwise(tmp_path):
+    env = _env(cache=tmp_path / "jax_cache")
     reference = tmp_path / "reference"
-    full = subprocess.run(_command(reference), cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+    full = subprocess.run(_command(reference), cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert full.returncode == 0, full.stderr[-2000:]
     expected = _losses(reference)
-    assert sorted(expected) == list(range(1, 101))
+    assert sorted(expected) == list(range(1, 61))
 
     # SIGKILL: no chance to save; the rerun resumes from the last committed checkpoint.
     workdir = tmp_path / "interrupted"
-    killed = _start_and_stop(workdir, signal.SIGKILL, after_step=8)
+    killed = _start_and_stop(workdir, signal.SIGKILL, after_step=8, env=env)
     assert killed.returncode == -signal.SIGKILL
-    assert max(_saved_steps(workdir)) < 100
+    assert max(_saved_steps(workdir)) < 60
 
     # SIGTERM: the run saves the step it reached and exits cleanly.
-    stopped = _start_and_stop(workdir, signal.SIGTERM, after_step=max(_saved_steps(workdir)) + 4)
+    stopped = _start_and_stop(workdir, signal.SIGTERM, after_step=max(_saved_steps(workdir)) + 4, env=env)
     assert stopped.returncode == 0, stopped.stdout[-2000:]
     assert "resumed from checkpoint step" in stopped.stdout
     assert "SIGTERM received" in stopped.stdout
-    assert max(_saved_steps(workdir)) < 100
+    assert max(_saved_steps(workdir)) < 60
 
-    resumed = subprocess.run(_command(workdir), cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(_command(workdir), cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resumed from checkpoint step" in resumed.stderr
     assert _losses(workdir) == expected
