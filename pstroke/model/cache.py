@@ -131,6 +131,11 @@ def velocity_of(model_config, params, hidden: Array) -> Array:
     return _apply(model_config, params, lambda m, h: m.llm2vae(h).astype(jnp.float32), hidden)
 
 
+def text_positions(cache: KVCache, length: int) -> Array:
+    """Return the rope ids [B, length] of a text block appended to the cache."""
+    return cache.next_rope[:, None] + jnp.arange(length, dtype=jnp.int32)[None, :]
+
+
 def prefill_text(model_config, params, cache: KVCache, token_ids: Array, num_valid: Optional[Array] = None):
     """Append a text block token_ids [B, n] (bos and eos included by the caller): und, causal.
 
@@ -140,7 +145,7 @@ def prefill_text(model_config, params, cache: KVCache, token_ids: Array, num_val
     rows, length = token_ids.shape
     num_valid = jnp.full((rows,), length, jnp.int32) if num_valid is None else num_valid
     x = _apply(model_config, params, UnifiedModel.embed_text, token_ids)
-    position = cache.next_rope[:, None] + jnp.arange(length)[None, :]
+    position = text_positions(cache, length)
     expert = jnp.full((rows, length), EXPERT_UND, jnp.int32)
     hidden, keys, values, _ = run_block(model_config, params, cache, x, expert, position, True, num_valid)
     cache = write_block(cache, keys, values, num_valid, num_valid)

@@ -178,7 +178,8 @@ def case_train(fixture, report):
     time_embed = _apply(fixture, lambda m, t: m.time_embedder(t), jnp.asarray(g("train.packed_t")))
     report.compare("train.time_embed", time_embed, g("train.time_embed"))
 
-    forward = jax.jit(lambda params, batch: _model(fixture).apply({"params": params}, batch, return_layers=True))
+    forward = _jit_once(fixture, "train_forward", lambda: jax.jit(
+        lambda params, batch: _model(fixture).apply({"params": params}, batch, return_layers=True)))
     outputs = forward(fixture.params, batch)
     ce_index, mse_index = g("train.ce_loss_indexes"), g("train.mse_loss_indexes")
     report.compare("train.llm_input", outputs["llm_input"][0], g("train.llm_input"))
@@ -251,7 +252,10 @@ def _infer_text_cache(fixture):
 
 def case_infer_text(fixture, report):
     cache, ids = _infer_text_cache(fixture)
+    empty = cache_lib.empty_cache(fixture.model_config, 1, _capacity(fixture))
     report.compare("infer_text.token_ids", ids, fixture.get("infer_text.token_ids"))
+    report.compare("infer_text.position_ids", cache_lib.text_positions(empty, ids.shape[0])[0],
+                   fixture.get("infer_text.position_ids"))
     _compare_cache(report, "infer_text", fixture, cache)
 
 
