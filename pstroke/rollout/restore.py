@@ -1,6 +1,6 @@
 """Load the parameters of a trained workdir for sampling.
 
-A training workdir holds `config.json` (the resolved config) and Orbax checkpoints under
+A training workdir contains `config.json` (the resolved config) and Orbax checkpoints under
 `checkpoints/<step>` written by `pstroke.train.checkpoint.Checkpointer`. Sampling restores the
 latest step onto one device, with the train state's structure rebuilt from the sampling config,
 and returns the EMA parameters when the run kept them, else the raw parameters.
@@ -47,7 +47,7 @@ def check_saved_config(workdir: pathlib.Path, config: ml_collections.ConfigDict)
             raise UserError(
                 f"the checkpoint in {str(workdir)!r} was trained with a different config: {first} is "
                 f"{_lookup(saved, first)!r} in {saved_file.name} but {_lookup(current, first)!r} here "
-                f"({len(changed)} model keys differ); pass the config the workdir was trained with")
+                f"(model keys that differ: {len(changed)}); pass the config the workdir was trained with")
 
 
 def _lookup(tree: Any, dotted: str) -> Any:

@@ -1,9 +1,9 @@
 """The interleaved rollout: one `lax.scan` over rounds of text decoding and image sampling.
 
-A round is one text segment decoded token by token, then, when the model asked for an image, one
-image sampled with the shifted Euler flow sampler under text and image classifier-free guidance
-(BAGEL's three contexts, guidance interval and renorm), then written into the cache. The model's own
-tokens decide what follows: the logits at a text segment's `<|im_end|>` choose among
+A round is one text segment decoded token by token and, when the model requests an image, one image.
+The image is sampled with the shifted Euler flow sampler under text and image classifier-free
+guidance (BAGEL's three contexts, guidance interval and renorm), then written into the cache. The
+model's own tokens decide what follows: the logits at a text segment's `<|im_end|>` choose among
 `<|vision_start|>` (an image), `<|im_start|>` (more text, next round) and `<|endoftext|>` (the end),
 and the logits at an image's `<|vision_end|>` choose between more text and the end.
 
@@ -62,7 +62,7 @@ class RolloutState:
 
 @flax.struct.dataclass
 class RoundRecord:
-    """What one round produced. Rows that did nothing have empty text, no image and zero latents."""
+    """Output of one round. Rows that did nothing have empty text, no image and zero latents."""
 
     text: jax.Array  # [B, max_text_tokens] int32, pad after `text_length`
     text_length: jax.Array  # [B] int32
@@ -255,7 +255,7 @@ def start_state(steps: ModelSteps, params: Params, prompt: jax.Array, prompt_len
     """Write the prompt segments [B, P] (int32, pad after prompt_length [B]) into a fresh state.
 
     Each prompt segment includes its `<|im_start|>` and `<|im_end|>`, and the logits at
-    `<|im_end|>` choose what follows it. `rng` holds one key per prompt [B].
+    `<|im_end|>` choose what follows it. `rng` contains one key per prompt [B].
     """
     batch = prompt.shape[0]
     empty = steps.empty_cache(batch)
@@ -280,7 +280,7 @@ def rollout(steps: ModelSteps, params: Params, prompt: jax.Array, prompt_length:
     """Run the whole trajectory of a batch of prompts as one scan over settings.max_rounds rounds.
 
     Rounds from index `round_limit` on ([] int32, at most max_rounds), and every round after all
-    prompts are done, are skipped with `lax.cond`. `rng` holds one key per prompt [B]. Returns the
+    prompts are done, are skipped with `lax.cond`. `rng` contains one key per prompt [B]. Returns the
     final state and the records stacked on a leading round axis [max_rounds, B, ...].
     """
     state = start_state(steps, params, prompt, prompt_length, rng)

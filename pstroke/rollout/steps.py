@@ -51,8 +51,8 @@ class ModelSteps(NamedTuple):
     """
 
     write_image: Callable[[Params, Cache, jax.Array], tuple[Cache, jax.Array]]
-    """Append a clean image x0 [B, N, D] (markers + latents at t = 0, plus ViT tokens if the model
-    has a ViT) to the cache, advancing each row's rope id as the training layout does.
+    """Append a clean image x0 [B, N, D] (markers + latents at t = 0) to the cache, advancing each
+    row's rope id as the training layout does.
 
     Returns the cache and the logits [B, V] at the image's closing `<|vision_end|>`, which choose
     what follows the image.
