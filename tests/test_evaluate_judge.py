@@ -125,11 +125,13 @@ def test_wrong_renders_give_geneval_reasons():
     assert reason == f"expected {clause['color']} {clause['class']}>=1, found 0 {clause['color']}; and 1 {wrong}"
 
 
-NOISE_STD = 8.0  # uint8 levels
-BLUR_SIGMA = 0.5  # pixels
+# Perturbation levels at which every verdict must stay exact on a 32 px canvas: Gaussian pixel
+# noise std in uint8 levels, Gaussian blur sigma in pixels, and both together (noise with 0.5 px).
+NOISE_STD = 8.0
+BLUR_SIGMA = 0.7
 
 
-@pytest.mark.parametrize("noise,blur", [(NOISE_STD, 0.0), (0.0, BLUR_SIGMA), (NOISE_STD, BLUR_SIGMA)])
+@pytest.mark.parametrize("noise,blur", [(NOISE_STD, 0.0), (0.0, BLUR_SIGMA), (NOISE_STD, 0.5)])
 def test_noisy_and_blurred_renders_score_100_percent(noise, blur):
     rng = np.random.default_rng(0)
     verdicts = {tag: [] for tag in TAGS}
