@@ -136,6 +136,11 @@ def test_malformed_jsonl_line_is_reported(tmp_path, capsys):
     _fails_with(evaluate.main, ["--images", str(tmp_path / "out"), "--metadata", str(metadata)], capsys, "bad.jsonl:2", "malformed JSON")
 
 
+def test_binary_metadata_file_is_reported(rendered, capsys):
+    png = rendered / "00000" / "samples" / "0000.png"
+    _fails_with(evaluate.main, ["--images", str(rendered), "--metadata", str(png)], capsys, "not a UTF-8 text file")
+
+
 def test_unknown_tag_is_reported(rendered, capsys):
     path = rendered / "00000" / "metadata.jsonl"
     row = json.loads(path.read_text())

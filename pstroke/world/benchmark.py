@@ -71,8 +71,12 @@ def read_jsonl(path: pathlib.Path) -> list[dict]:
     path = pathlib.Path(path)
     if not path.is_file():
         raise UserError(f"metadata file not found: {str(path)!r}; pass a JSONL file such as {BENCHMARK_PATH}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not a UTF-8 text file; pass a JSONL metadata file") from None
     rows = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
