@@ -21,4 +21,10 @@ def get_config(variant: str = "process") -> ml_collections.ConfigDict:
     config.train = train_config.default_config()
     config.mesh = train_config.default_mesh()
     config.sample = rollout_config.default_config()
+
+    # The baseline sees the same samples in the single-step format (prompt -> final image only).
+    if variant == "baseline":
+        config.data.t2i_fraction = 1.0
+    elif variant != "process":
+        raise ValueError(f"unknown config variant {variant!r}: use 'process' or 'baseline'")
     return config

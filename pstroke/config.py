@@ -49,6 +49,8 @@ def _parse_flags(argv: Sequence[str]) -> Sequence[str]:
             value = flag.value
             if value is not None:
                 value.keys()  # config files load lazily; touch it so a bad path fails here
+        except ValueError as error:
+            _exit_with(str(error))
         except OSError:
             _exit_with(f"config file not found: --{name}={config_flags.get_config_filename(flag)!r}; "
                        "pass an existing file such as configs/shapes_tiny.py")
@@ -77,7 +79,10 @@ def load_config(spec: str, overrides: Sequence[str] = ()) -> ml_collections.Conf
     module_spec = importlib.util.spec_from_file_location(f"pstroke_config_{file.stem}", file)
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)
-    config = module.get_config(variant) if variant else module.get_config()
+    try:
+        config = module.get_config(variant) if variant else module.get_config()
+    except ValueError as error:
+        raise UserError(f"{error} (config {spec!r})") from None
 
     for override in overrides:
         key, sep, text = override.partition("=")

@@ -61,3 +61,13 @@ def test_cli_missing_config_file_exits_cleanly():
     assert result.returncode == 2
     assert "configs/nope.py" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_baseline_variant_trains_single_step():
+    assert load_config("configs/shapes_tiny.py:baseline").data.t2i_fraction == 1.0
+    assert load_config("configs/shapes_tiny.py").data.t2i_fraction == 0.0
+
+
+def test_unknown_variant_is_user_error():
+    with pytest.raises(UserError, match="basline"):
+        load_config("configs/shapes_tiny.py:basline")
