@@ -37,7 +37,10 @@ def _parse_flags(argv: Sequence[str]) -> Sequence[str]:
     try:
         remaining = flags.FLAGS(argv)
     except flags.Error as error:
-        _exit_with(str(error))
+        message = str(error)
+        if "Traceback" in message:  # ml_collections embeds the config file's traceback in the message
+            message = f"{message.split(':', 1)[0]}: {message.strip().splitlines()[-1]}"
+        _exit_with(message)
     except (AttributeError, KeyError, TypeError, ValueError) as error:
         _exit_with(f"invalid config override: {error}")
 
