@@ -80,7 +80,7 @@ def make_data_iterator(config: ml_collections.ConfigDict, mesh: jax.sharding.Mes
 
 
 def example_batch(config: ml_collections.ConfigDict) -> dict[str, jax.ShapeDtypeStruct]:
-    """Shapes of one global batch as the model sees it (with `noise` and `key_visible`)."""
+    """Shapes of one global batch as the model receives it (with `noise` and `key_visible`)."""
     model = config.model
     latent_dim = model.latent_patch_size ** 2 * model.latent_channels
     vit_dim = 3 * model.vit.patch_size ** 2 if model.vit.enabled else 0
@@ -235,8 +235,12 @@ def _restore_or_init(parts: Parts, checkpointer: checkpoint_lib.Checkpointer, da
 
 
 def _run_steps(state, step_fn, data, checkpointer, path, train_config, stop) -> dict[str, float]:
-    """Run steps until train.steps or SIGTERM; metrics are fetched one step late so the host never
-    waits for the device except before a checkpoint, which must follow a finite step."""
+    """Run steps until train.steps or SIGTERM.
+
+    Metrics are fetched one step late, so the host waits only for the step before the one just
+    dispatched. Before a checkpoint it also waits for the current step, because only a state whose
+    metrics are finite may be saved.
+    """
     step = int(jax.device_get(state.step))
     writer = MetricsWriter(path, enabled=jax.process_index() == 0)
     progress = Progress(step, train_config.steps)

@@ -60,7 +60,7 @@ def _strip_boxes(tree: Any) -> Any:
 
 def init_state(init_params: Callable[[jax.Array], Any], optimizer: optax.GradientTransformation,
                use_ema: bool, seed: int, mesh: jax.sharding.Mesh, rules) -> TrainState:
-    """Initialise the state directly in its sharded layout: no device ever holds a full copy of a
+    """Initialise the state directly in its sharded layout: no device ever stores a full copy of a
     sharded parameter.
 
     `init_params(rng)` returns the model's parameter tree with logical partitioning boxes.

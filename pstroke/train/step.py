@@ -9,11 +9,11 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from pstroke.train import objective
+from pstroke.train import objective, optim
 from pstroke.train import sharding as sharding_lib
 from pstroke.train.state import TrainState
 
-# losses(outputs, batch) -> (loss, metrics); metrics holds at least scalar "ce" and "mse".
+# losses(outputs, batch) -> (loss, metrics), where metrics contains at least the scalars "ce" and "mse".
 LossFn = Callable[[dict, dict], tuple[jax.Array, dict]]
 
 
@@ -51,6 +51,7 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array, *, model: nn.Modu
         param_norm=optax.tree.norm(params),
         update_norm=optax.tree.norm(updates),
         tokens=jnp.sum(batch["sample_id"] > 0).astype(jnp.float32),
+        learning_rate=optim.make_schedule(train_config)(state.step // train_config.grad_accum_steps),
     )
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, ema_params=ema_params)
     return new_state, metrics

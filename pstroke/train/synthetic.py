@@ -3,7 +3,7 @@
 Each sample is a small process trajectory: a droppable prompt, a plan, a draft image (noisy split
 then its clean copy), an inspect text and, for every other sample, a refine text with a refined
 image. Text ids and clean latents are pseudo-random but fixed by (seed, batch index), so a run
-that resumes at batch n sees exactly the batches an uninterrupted run sees.
+that resumes at batch n reads exactly the batches an uninterrupted run reads.
 """
 
 import dataclasses
@@ -69,8 +69,8 @@ class _RowWriter:
 
     def add_text(self, ids: np.ndarray, stage: str, loss: bool, drop_group: int = batch_format.DROP_NONE,
                  next_id: int = EOS_ID) -> None:
-        """Write a causal text split; with `loss`, each token predicts the next one and the last
-        predicts `next_id` (EOS or the vision-start marker, the modality switch)."""
+        """Write a causal text split. With `loss`, each token predicts the next one, and the last
+        token predicts `next_id`: EOS, or the vision-start marker that switches to an image."""
         end = self.cursor + len(ids)
         span, b = slice(self.cursor, end), self.batch
         b["token_id"][self.row, span] = ids
@@ -208,5 +208,5 @@ class SyntheticIterator:
 
 
 def _to_global(value: np.ndarray, sharding: jax.sharding.Sharding) -> jax.Array:
-    """Place a host array that every process holds in full as a global array with `sharding`."""
+    """Place a host array, which every process has in full, as a global array with `sharding`."""
     return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
