@@ -53,6 +53,7 @@ def main(argv: Sequence[str]) -> None:
         raise UserError(f"--samples_per_prompt={SAMPLES_PER_PROMPT.value}; pass a positive count")
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax logs each restore step at INFO
     from pstroke.rollout import restore, sampling
 
     config = CONFIG.value

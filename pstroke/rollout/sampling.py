@@ -22,7 +22,7 @@ from pstroke.data.tokenizer import WordTokenizer, build_tokenizer, split_words
 from pstroke.errors import UserError
 from pstroke.rollout import output
 from pstroke.rollout.model_steps import build_model_steps
-from pstroke.rollout.rollout import RolloutState, RoundRecord, SamplerSettings, prompt_keys, rollout
+from pstroke.rollout.rollout import RoundRecord, SamplerSettings, prompt_keys, rollout
 from pstroke.rollout.steps import ModelSteps, SpecialTokens
 
 log = logging.getLogger(__name__)
@@ -75,8 +75,10 @@ class Sampler:
         return cls(config, params, tokenizer, steps, SamplerSettings.from_config(config.sample))
 
     def _run(self, params, prompt, prompt_length, rng, round_limit):
+        """Run the rollout; return the per-prompt flags (not the caches), records and decoded images."""
         state, records = rollout(self.steps, params, prompt, prompt_length, rng, round_limit, self.settings)
-        return state, records, self.steps.latents_to_images(params, records.latents)
+        flags = {"first_choice": state.first_choice, "done": state.done, "rounds_run": state.rounds_run}
+        return flags, records, self.steps.latents_to_images(params, records.latents)
 
     def compile(self) -> None:
         """Compile the rollout for batches of config.sample.batch_size prompts, once."""
@@ -92,8 +94,9 @@ class Sampler:
     def run_batch(self, segments: Sequence[list[int]], indices: Sequence[int]):
         """Run up to batch_size prompt segments; `indices` seed each prompt's key.
 
-        Returns (state, records, images [R, B, H, W, 3], seconds) as host numpy trees, with rows cut
-        back to the number of prompts given.
+        Returns (flags, records, images [R, B, H, W, 3], seconds) as host numpy trees, with rows cut
+        back to the number of prompts given. `flags` has the final state's first_choice, done and
+        rounds_run [B].
         """
         if self.compiled is None:
             self.compile()
@@ -111,21 +114,16 @@ class Sampler:
 
         start = time.perf_counter()
         outputs = self.compiled(self.params, prompt, length, keys, jnp.int32(self.settings.max_rounds))
-        state, records, images = jax.device_get(outputs)
+        flags, records, images = jax.device_get(outputs)
         seconds = time.perf_counter() - start
 
-        cut = functools.partial(_take_rows, count)
-        return (_host_state(state, count), jax.tree.map(cut, records), images[:, :count], seconds)
+        flags = {name: value[:count] for name, value in flags.items()}
+        records = jax.tree.map(functools.partial(_take_rows, count), records)
+        return flags, records, images[:, :count], seconds
 
 
 def _take_rows(count: int, leaf: np.ndarray) -> np.ndarray:
     return leaf[:, :count]
-
-
-def _host_state(state: RolloutState, count: int) -> dict[str, np.ndarray]:
-    """Keep the per-prompt flags of a final state (the caches are not needed on the host)."""
-    return {"first_choice": state.first_choice[:count], "done": state.done[:count],
-            "rounds_run": state.rounds_run[:count]}
 
 
 def to_trajectories(prompts: Sequence[str], state: dict, records: RoundRecord,
