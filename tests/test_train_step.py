@@ -82,9 +82,9 @@ def test_sharded_step_matches_one_device(layout, single_device_run):
     assert embedding.shard_shape((vocab, hidden)) == (vocab // tensor, hidden // fsdp)
 
 
-def test_ema_and_accumulation_run():
+def test_ema_accumulation_bfloat16():
     config = _config("train.ema_decay=0.5", "train.grad_accum_steps=2", "train.warmup_steps=0",
-                     "train.schedule=constant")
+                     "train.schedule=constant", "model.compute_dtype=bfloat16")
     mesh = _mesh(config, 1, 1, 1)
     parts = loop.build(config, mesh)
     layout = synthetic.layout_from_config(config)
@@ -105,3 +105,6 @@ def test_ema_and_accumulation_run():
     assert max(moved) > 0
     jax.tree.map(lambda e, p, s: np.testing.assert_allclose(e, 0.5 * s + 0.5 * p, rtol=1e-5, atol=1e-7),
                  ema, params, start)
+    # bfloat16 compute keeps float32 parameters and a float32 loss.
+    assert {leaf.dtype for leaf in jax.tree.leaves(params)} == {np.dtype(np.float32)}
+    assert first["loss"].dtype == np.float32 and np.isfinite(first["loss"])

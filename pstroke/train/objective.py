@@ -48,6 +48,8 @@ def apply_cfg_dropout(batch: dict, rng: jax.Array, text_rate: float, image_rate:
     which hides their keys from every other split (the mask in `pstroke.batch.attention_allowed`),
     and its CE and MSE weights are set to 0.
     """
+    # NOTE: position ids are left as packed. BAGEL's data pipeline instead removes a dropped text
+    # from the rope count (a dropped image still advances it by 1), which only the packer can do.
     split_id, group = batch["split_id"], batch["drop_group"]
     draw = _per_split(jax.random.uniform(rng, split_id.shape), split_id)
     rate = jnp.where(group == batch_format.DROP_TEXT, text_rate,
