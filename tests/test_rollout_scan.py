@@ -126,10 +126,15 @@ def test_done_prompt_stays_unchanged(tiny, two_rows):
     assert bool(after_first.done[1])
     assert bool(final.done[1])
     assert not bool(final.done[0])
-    np.testing.assert_array_equal(final.cond.keys[:, 1], after_first.cond.keys[:, 1])
-    np.testing.assert_array_equal(final.cond.values[:, 1], after_first.cond.values[:, 1])
-    np.testing.assert_array_equal(final.cond.length[1], after_first.cond.length[1])
-    np.testing.assert_array_equal(final.text_uncond.keys[:, 1], after_first.text_uncond.keys[:, 1])
+    filled = int(after_first.cond.length[1])
+    assert int(final.cond.length[1]) == filled
+    assert int(final.cond.next_rope[1]) == int(after_first.cond.next_rope[1])
+    np.testing.assert_array_equal(final.cond.keys[:, 1, :filled], after_first.cond.keys[:, 1, :filled])
+    np.testing.assert_array_equal(final.cond.values[:, 1, :filled], after_first.cond.values[:, 1, :filled])
+    uncond_filled = int(after_first.text_uncond.length[1])
+    assert int(final.text_uncond.length[1]) == uncond_filled
+    np.testing.assert_array_equal(final.text_uncond.keys[:, 1, :uncond_filled],
+                                  after_first.text_uncond.keys[:, 1, :uncond_filled])
     assert int(final.rounds_run[1]) == 1
     assert not np.any(records.has_image[1:, 1])
     assert not np.any(records.has_text[1:, 1])

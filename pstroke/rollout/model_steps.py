@@ -29,12 +29,15 @@ def image_grid(config) -> tuple[int, int]:
 def cache_capacity(config) -> int:
     """Return the slots a row needs for the longest trajectory the sample settings allow.
 
-    Prompt + max_rounds x (text segment with its two markers + image with its two markers).
+    Prompt + max_rounds x (text segment with its two markers + image with its two markers), plus
+    room for one image block past the end. An append that `keep_appends` undoes in a finished row
+    then never reaches the capacity, where `dynamic_update_slice` would clamp its start and
+    overwrite cached tokens.
     """
     rows, cols = image_grid(config)
     sample = config.sample
     per_round = (sample.max_text_tokens + 2) + (rows * cols + 2)
-    return sample.max_prompt_tokens + sample.max_rounds * per_round
+    return sample.max_prompt_tokens + sample.max_rounds * per_round + (rows * cols + 2)
 
 
 def guidance_config(sample) -> cache_lib.GuidanceConfig:
@@ -107,6 +110,11 @@ def _select_rows(mask, first: cache_lib.KVCache, second: cache_lib.KVCache) -> c
                              next_rope=pick(first.next_rope, second.next_rope, 0))
 
 
+def _keep_appends(mask, appended: cache_lib.KVCache, original: cache_lib.KVCache) -> cache_lib.KVCache:
+    return appended.replace(length=jnp.where(mask, appended.length, original.length),
+                            next_rope=jnp.where(mask, appended.next_rope, original.next_rope))
+
+
 def _latents_to_images(model_config, grid, params, tokens):
     """Decode tokens [..., N, D] of the pixel codec to uint8 images [..., H, W, 3]."""
 
@@ -158,6 +166,7 @@ def build_model_steps(config, special: SpecialTokens, text_vocab_size: int) -> M
                                        float(sample.timestep_shift), guidance),
         write_image=functools.partial(_write_image, model, markers, latent_pos),
         select_rows=_select_rows,
+        keep_appends=_keep_appends,
         latents_to_images=functools.partial(_latents_to_images, model, (rows, cols)),
         special=special,
         text_vocab_size=text_vocab_size,

@@ -149,7 +149,7 @@ def decode_segment(steps: ModelSteps, params: Params, cache: Cache, start: jax.A
     max_tokens = settings.max_text_tokens
 
     opened, logits = steps.decode(params, cache, jnp.full((batch,), special.im_start, jnp.int32))
-    cache = steps.select_rows(start, opened, cache)
+    cache = steps.keep_appends(start, opened, cache)
 
     def still_writing(carry: _SegmentCarry):
         return jnp.any(carry.writing)
@@ -167,7 +167,7 @@ def decode_segment(steps: ModelSteps, params: Params, cache: Cache, start: jax.A
         length = carry.length + keeps.astype(jnp.int32)
 
         fed, next_logits = steps.decode(params, carry.cache, token)
-        cache = steps.select_rows(carry.writing, fed, carry.cache)
+        cache = steps.keep_appends(carry.writing, fed, carry.cache)
         switch = jnp.where(carry.writing & closes, _choose_switch(next_logits, _after_text(steps)), carry.switch)
         logits = jnp.where(carry.writing[:, None], next_logits, carry.logits)
         return _SegmentCarry(cache, logits, text, length, keeps, switch, rng)
@@ -205,7 +205,7 @@ def run_round(steps: ModelSteps, params: Params, state: RolloutState,
         image = steps.sample_image(params, state.cond, state.text_uncond, state.image_uncond, noise)
         image = jnp.where(draws_image[:, None, None], image, latents)
         written, logits = steps.write_image(params, state.cond, image)
-        cond = steps.select_rows(draws_image, written, state.cond)
+        cond = steps.keep_appends(draws_image, written, state.cond)
         text_uncond = steps.select_rows(draws_image, cond, state.text_uncond)
         after = jnp.where(draws_image, _choose_switch(logits, _after_image(steps)), next_token)
         return image, cond, text_uncond, after

@@ -61,6 +61,14 @@ class ModelSteps(NamedTuple):
     select_rows: Callable[[jax.Array, Cache, Cache], Cache]
     """Return a cache with the rows of the first cache where mask [B] is true, else of the second."""
 
+    keep_appends: Callable[[jax.Array, Cache, Cache], Cache]
+    """Keep the appended block in the rows where mask [B] is true; undo it elsewhere.
+
+    The first cache must be the second with one block appended. Undoing only resets the row's
+    length and next rope id, so the block stays in slots past the length, where no query sees it
+    and the next append overwrites it. This avoids copying whole caches at every decoded token.
+    """
+
     latents_to_images: Callable[[Params, jax.Array], jax.Array]
     """Decode image tokens [..., N, D] to uint8 RGB images [..., H, W, 3]."""
 
