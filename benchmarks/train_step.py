@@ -1,8 +1,8 @@
 """Time the jitted train step: step time, tokens/s, model-FLOPs utilisation and memory per step.
 
 Utilisation is model FLOPs per second over the float32 matmul throughput measured in the same
-process (a large `jnp.dot`), so it says how close the step gets to this machine's own matmul
-speed. Batches are synthetic (`pstroke.train.synthetic`) so the data pipeline is not timed.
+process (a large `jnp.dot`), so it measures how close the step gets to this machine's own
+matmul speed. Batches are synthetic (`pstroke.train.synthetic`) so the data pipeline is not timed.
 
 Usage:
   python benchmarks/train_step.py [--configs=configs/shapes_tiny.py,configs/shapes_base.py]

@@ -100,7 +100,8 @@ def test_synthetic_batch_format():
     assert np.all(np.diff(batch["split_id"], axis=1) >= 0)
     padding = batch["sample_id"] == 0
     assert padding.any()
-    assert np.all(batch["ce_weight"][padding] == 0) and np.all(batch["mse_weight"][padding] == 0)
+    assert np.all(batch["ce_weight"][padding] == 0)
+    assert np.all(batch["mse_weight"][padding] == 0)
     assert np.all(batch["mse_weight"][batch["split_mode"] != batch_format.MODE_NOISE] == 0)
 
     # Every noisy split is followed by a clean copy with the same latents and position.

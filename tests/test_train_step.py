@@ -52,8 +52,8 @@ def test_overfits_one_batch():
     for name in ("ce/plan", "ce/inspect", "ce/refine", "mse/draft_image", "mse/refined_image",
                  "grad_norm", "param_norm", "update_norm", "tokens"):
         assert name in first, name
-    assert first["ce/plan"] > 0 and first["mse/draft_image"] > 0 and first["mse/refined_image"] > 0
-    assert first["grad_norm"] > 0 and first["update_norm"] > 0
+    for name in ("ce/plan", "mse/draft_image", "mse/refined_image", "grad_norm", "update_norm"):
+        assert first[name] > 0, name
     np.testing.assert_allclose(first["loss"], first["ce"] + first["mse"], rtol=1e-6)
 
 
@@ -74,7 +74,7 @@ def test_sharded_step_matches_one_device(layout, single_device_run):
         np.testing.assert_allclose(many["grad_norm"], one["grad_norm"], rtol=2e-4)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-6), sharded_params, single_params)
 
-    # Parameters live sharded by their logical axes: the embedding is ('vocab', 'embed').
+    # Parameters are sharded by their logical axes: the embedding is ('vocab', 'embed').
     embedding = shardings["language_model"]["embed_tokens"]["embedding"]
     _, fsdp, tensor = layout
     assert embedding.spec == jax.sharding.PartitionSpec("tensor", "fsdp")
@@ -107,4 +107,5 @@ def test_ema_accumulation_bfloat16():
                  ema, params, start)
     # bfloat16 compute keeps float32 parameters and a float32 loss.
     assert {leaf.dtype for leaf in jax.tree.leaves(params)} == {np.dtype(np.float32)}
-    assert first["loss"].dtype == np.float32 and np.isfinite(first["loss"])
+    assert first["loss"].dtype == np.float32
+    assert np.isfinite(first["loss"])
