@@ -83,8 +83,8 @@ def _sample_image(model_config, markers, latent_pos, num_steps, shift, guidance,
 def _write_image(model_config, markers, latent_pos, params, cache, x0):
     """Append the clean image block and return (cache, logits [B, V] at its `<|vision_end|>`).
 
-    `cache_lib.prefill_latent` writes the same block but drops the hidden states; the logits at
-    `<|vision_end|>` choose what follows the image, so the block is run here with the same pieces.
+    `cache_lib.prefill_latent` writes the same block but drops the hidden states. The logits at
+    `<|vision_end|>` choose what follows the image, so the block is run here from the same pieces.
     """
     rows = x0.shape[0]
     positions = jnp.broadcast_to(latent_pos[None, :], x0.shape[:2])

@@ -65,8 +65,9 @@ class ModelSteps(NamedTuple):
     """Keep the appended block in the rows where mask [B] is true; undo it elsewhere.
 
     The first cache must be the second with one block appended. Undoing only resets the row's
-    length and next rope id, so the block stays in slots past the length, where no query sees it
-    and the next append overwrites it. This avoids copying whole caches at every decoded token.
+    length and next rope id, so the block stays in slots past the length. Those slots are masked
+    out of attention and the next append overwrites them. This avoids copying whole caches at
+    every decoded token.
     """
 
     latents_to_images: Callable[[Params, jax.Array], jax.Array]
