@@ -17,6 +17,8 @@ its own position.
 """
 
 import dataclasses
+import functools
+import inspect
 from typing import Any, Optional
 
 import flax.struct
@@ -28,6 +30,18 @@ from pstroke.model.unified import UnifiedModel
 
 Array = Any
 RENORM_TYPES = ("global", "channel", "text_channel")
+STATIC_ARGNAMES = ("tokens", "guidance", "steps", "num_timesteps", "shift", "return_layers", "causal")
+
+
+def jit_bound(function, model_config):
+    """Return `function` of this module with `model_config` bound, jitted.
+
+    Settings arguments (special tokens, guidance, step counts, the shift, flags) are static, so a
+    new value compiles again; arrays and pytrees (params, caches) are traced.
+    """
+    bound = functools.partial(function, model_config)
+    names = [name for name in STATIC_ARGNAMES if name in inspect.signature(bound).parameters]
+    return jax.jit(bound, static_argnames=names)
 
 
 @dataclasses.dataclass(frozen=True)

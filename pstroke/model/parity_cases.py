@@ -5,7 +5,6 @@ output. Sizes come from the fixture's config.json, never from constants here.
 """
 
 import functools
-import inspect
 
 import jax
 import jax.numpy as jnp
@@ -206,17 +205,9 @@ def case_train(fixture, report):
         report.compare(key, grad_tensors[key[len(prefix):]], g(key))
 
 
-STATIC_ARGS = ("tokens", "guidance", "steps", "num_timesteps", "shift", "return_layers")
-
-
 def _fast(fixture, function):
     """Return `function` with the fixture's model config bound, jitted (static settings as static args)."""
-    def build():
-        bound = functools.partial(function, fixture.model_config)
-        names = [name for name in STATIC_ARGS if name in inspect.signature(bound).parameters]
-        return jax.jit(bound, static_argnames=names)
-
-    return _jit_once(fixture, function, build)
+    return _jit_once(fixture, function, lambda: cache_lib.jit_bound(function, fixture.model_config))
 
 
 def _tokens(fixture) -> cache_lib.SpecialTokens:
