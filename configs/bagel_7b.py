@@ -32,6 +32,9 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.world = world_config.default_config(canvas=1024)
     config.model = model_config.bagel_model(LLM, VIT, VAE, BAGEL)
     config.model.compute_dtype = "bfloat16"
+    # NOTE: "gather" skips the 2x FLOPs of running both 7B experts on every token; which routing
+    # is faster on TPU or GPU is not measured yet (benchmarks/mot_routing.py measures it).
+    config.model.mot_routing = "gather"
     config.data = data_config.default_config()
     config.train = train_config.default_config()
     config.train.lr = 2e-5

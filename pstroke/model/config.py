@@ -53,7 +53,9 @@ def shapes_model(hidden: int = 128, layers: int = 4, heads: int = 4, kv_heads: i
     config.vae.shift_factor = 0.1159
 
     config.compute_dtype = "float32"  # "float32" or "bfloat16"; parameters stay float32
-    config.mot_routing = "gather"  # "gather" (each token through its own expert) or "dense"
+    # "dense" runs both experts on every token and selects; "gather" sorts tokens by expert and uses
+    # jax.lax.ragged_dot. On the CPU backend dense measured about 2x faster (BENCHMARKS.md).
+    config.mot_routing = "dense"
     return config
 
 
