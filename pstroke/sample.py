@@ -29,16 +29,6 @@ SAMPLES_PER_PROMPT = flags.DEFINE_integer(
     "samples_per_prompt", 4, "Images per prompt with --geneval_metadata (GenEval scores 4).")
 
 
-def _read_prompts_file(path: str) -> list[str]:
-    file = pathlib.Path(path)
-    if not file.is_file():
-        raise UserError(f"prompts file not found: {path!r}; pass a text file with one prompt a line")
-    prompts = [line.strip() for line in file.read_text().splitlines() if line.strip()]
-    if not prompts:
-        raise UserError(f"prompts file {path!r} has no prompts; write one prompt a line")
-    return prompts
-
-
 def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise UserError(f"unexpected arguments {' '.join(argv[1:])!r}; pass prompts with --prompt=...")
@@ -62,7 +52,7 @@ def main(argv: Sequence[str]) -> None:
         metadata = sampling.read_geneval_metadata(pathlib.Path(GENEVAL_METADATA.value))
         prompts = [entry["prompt"] for entry in metadata]
     else:
-        prompts = PROMPT.value or _read_prompts_file(PROMPTS_FILE.value)
+        prompts = PROMPT.value or sampling.read_prompts_file(pathlib.Path(PROMPTS_FILE.value))
     tokenizer = sampling.build_tokenizer(config)
     for prompt in prompts:
         sampling.encode_prompt(prompt, tokenizer, config.sample.max_prompt_tokens)

@@ -107,3 +107,12 @@ def test_checkpoint_of_other_config_rejected(workdir, tmp_path):
     result = _sample(f"--workdir={copy}", f"--outdir={tmp_path / 'out'}", "--prompt=a photo of a red circle",
                      overrides=("model.llm.hidden_size=64",))
     _assert_one_line_error(result, "different config", "model.llm.hidden_size")
+
+
+def test_shape_mismatch_found_without_saved_config(workdir, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(workdir, copy)
+    (copy / "config.json").unlink()
+    result = _sample(f"--workdir={copy}", f"--outdir={tmp_path / 'out'}", "--prompt=a photo of a red circle",
+                     overrides=("model.llm.intermediate_size=48",))
+    _assert_one_line_error(result, "different config", "down_proj", "(2, 2, 48, 32)")

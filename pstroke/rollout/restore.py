@@ -11,14 +11,14 @@ import logging
 import pathlib
 from typing import Any
 
+import flax.linen as nn
 import jax
 import ml_collections
+import orbax.checkpoint as ocp
 
 from pstroke.errors import UserError
 
 log = logging.getLogger(__name__)
-
-MODEL_SECTIONS = ("model",)  # config sections that decide the parameter shapes
 
 
 def _differences(saved: Any, current: Any, prefix: str) -> list[str]:
@@ -33,27 +33,50 @@ def _differences(saved: Any, current: Any, prefix: str) -> list[str]:
     return [] if saved == current else [prefix]
 
 
-def check_saved_config(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> None:
-    """Raise UserError when `workdir/config.json` has a different model section than `config`."""
+def _config_hint(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> str:
+    """Name the model config keys that differ from the workdir's `config.json`, if it exists."""
     saved_file = workdir / "config.json"
     if not saved_file.is_file():
+        return ""
+    saved = json.loads(saved_file.read_text()).get("model")
+    current = json.loads(config.to_json_best_effort()).get("model")
+    changed = _differences(saved, current, "model")
+    return f"; model keys that differ from {saved_file}: {', '.join(changed)}" if changed else ""
+
+
+def _saved_shapes(directory: pathlib.Path, step: int) -> dict[str, Any]:
+    """Return the saved train state's metadata tree (leaves have `.shape`) without reading arrays."""
+    handlers = {"state": ocp.StandardCheckpointHandler(), "data": ocp.JsonCheckpointHandler()}
+    manager = ocp.CheckpointManager(directory, item_names=tuple(handlers), item_handlers=handlers)
+    try:
+        return manager.item_metadata(step)["state"]
+    finally:
+        manager.close()
+
+
+def check_param_shapes(saved_state: dict[str, Any], expected_params: Any, workdir: pathlib.Path,
+                       config: ml_collections.ConfigDict) -> None:
+    """Raise UserError unless the checkpoint's parameters have the shapes `config` gives.
+
+    The message names the first parameter that differs and the model config keys that differ
+    from the workdir's `config.json`.
+    """
+    saved = {jax.tree_util.keystr(path): tuple(leaf.shape)
+             for path, leaf in jax.tree_util.tree_flatten_with_path(saved_state["params"])[0]}
+    expected = {jax.tree_util.keystr(path): tuple(leaf.shape)
+                for path, leaf in jax.tree_util.tree_flatten_with_path(expected_params)[0]}
+    if saved == expected:
         return
-    saved = json.loads(saved_file.read_text())
-    current = json.loads(config.to_json_best_effort())
-    for section in MODEL_SECTIONS:
-        changed = _differences(saved.get(section), current.get(section), section)
-        if changed:
-            first = changed[0]
-            raise UserError(
-                f"the checkpoint in {str(workdir)!r} was trained with a different config: {first} is "
-                f"{_lookup(saved, first)!r} in {saved_file.name} but {_lookup(current, first)!r} here "
-                f"(model keys that differ: {len(changed)}); pass the config the workdir was trained with")
 
-
-def _lookup(tree: Any, dotted: str) -> Any:
-    for key in dotted.split("."):
-        tree = tree.get(key) if isinstance(tree, dict) else None
-    return tree
+    missing = sorted(set(expected) - set(saved))
+    extra = sorted(set(saved) - set(expected))
+    if missing or extra:
+        first = f"parameter {(missing or extra)[0]} is {'missing from' if missing else 'only in'} the checkpoint"
+    else:
+        name = next(key for key in sorted(expected) if saved[key] != expected[key])
+        first = f"parameter {name} has shape {saved[name]} in the checkpoint but {expected[name]} here"
+    raise UserError(f"the checkpoint in {str(workdir)!r} was trained with a different config: {first}"
+                    f"{_config_hint(workdir, config)}; pass the config the workdir was trained with")
 
 
 def restore_params(config: ml_collections.ConfigDict, workdir: str) -> tuple[Any, int]:
@@ -73,18 +96,19 @@ def restore_params(config: ml_collections.ConfigDict, workdir: str) -> tuple[Any
     if not directory.is_dir() or not any(child.name.isdigit() for child in directory.iterdir()):
         raise UserError(f"no checkpoint in workdir {workdir!r} (expected {directory}/<step>); pass the "
                         "--workdir of a training run, e.g. the one `python -m pstroke.train` wrote")
-    check_saved_config(path, config)
-
-    one_device = ml_collections.ConfigDict({"data": 1, "fsdp": 1, "tensor": 1})
-    mesh = sharding_lib.make_mesh(one_device, jax.devices()[:1])
-    rules = sharding_lib.axis_rules(config.train)
-    use_ema = config.train.ema_decay > 0
-    abstract, _ = state_lib.state_shardings(make_param_init(config), optim.make_optimizer(config.train), use_ema,
-                                            config.train.seed, mesh, rules)
 
     checkpointer = checkpoint_lib.Checkpointer(directory, every=1, keep=None, use_async=False)
     try:
         step = checkpointer.latest_step()
+        saved_state = _saved_shapes(directory, step)
+        init_params = make_param_init(config)
+        check_param_shapes(saved_state, nn.unbox(jax.eval_shape(init_params, jax.random.PRNGKey(0))), path, config)
+
+        one_device = ml_collections.ConfigDict({"data": 1, "fsdp": 1, "tensor": 1})
+        mesh = sharding_lib.make_mesh(one_device, jax.devices()[:1])
+        use_ema = bool(jax.tree_util.tree_leaves(saved_state.get("ema_params")))
+        abstract, _ = state_lib.state_shardings(init_params, optim.make_optimizer(config.train), use_ema,
+                                                config.train.seed, mesh, sharding_lib.axis_rules(config.train))
         state, _ = checkpointer.restore(step, abstract)
     finally:
         checkpointer.close()

@@ -192,6 +192,20 @@ def sample_prompts(config: ml_collections.ConfigDict, params: Any, prompts: Sequ
     return folders
 
 
+def read_prompts_file(path: pathlib.Path) -> list[str]:
+    """Read one prompt a line, skipping blank lines.
+
+    Raises:
+      UserError: the file is missing or has no prompts.
+    """
+    if not path.is_file():
+        raise UserError(f"prompts file not found: {str(path)!r}; pass a text file with one prompt a line")
+    prompts = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    if not prompts:
+        raise UserError(f"prompts file {str(path)!r} has no prompts; write one prompt a line")
+    return prompts
+
+
 def read_geneval_metadata(path: pathlib.Path) -> list[dict]:
     """Read a GenEval JSONL metadata file: one JSON object with a "prompt" a line.
 

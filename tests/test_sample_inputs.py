@@ -1,0 +1,78 @@
+"""Prompt sources of `python -m pstroke.sample`, checked in-process: prompts, files, GenEval JSONL."""
+
+import json
+
+import pytest
+
+from pstroke.data.tokenizer import build_tokenizer
+from pstroke.errors import UserError
+from pstroke.rollout import sampling, testing
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return build_tokenizer(testing.tiny_config())
+
+
+def test_unknown_words_all_named(tokenizer):
+    with pytest.raises(UserError) as error:
+        sampling.encode_prompt("a photo of a zebra near a red dragon", tokenizer, 40)
+    message = str(error.value)
+    assert "dragon" in message
+    assert "near" in message
+    assert "zebra" in message
+    assert "red," not in message
+
+
+@pytest.mark.parametrize("prompt", ["", "   ", "\t"])
+def test_empty_prompt_rejected(tokenizer, prompt):
+    with pytest.raises(UserError, match="empty prompt"):
+        sampling.encode_prompt(prompt, tokenizer, 40)
+
+
+def test_prompt_budget_is_inclusive(tokenizer):
+    ids = sampling.encode_prompt("a photo of a red circle", tokenizer, 40)
+
+    assert sampling.encode_prompt("a photo of a red circle", tokenizer, len(ids)) == ids
+    with pytest.raises(UserError, match=f"takes {len(ids)} tokens"):
+        sampling.encode_prompt("a photo of a red circle", tokenizer, len(ids) - 1)
+
+
+def test_prompts_file_skips_blank_lines(tmp_path):
+    path = tmp_path / "prompts.txt"
+    path.write_text("a photo of a red circle\n\n  a photo of a blue square  \n")
+
+    assert sampling.read_prompts_file(path) == ["a photo of a red circle", "a photo of a blue square"]
+
+
+def test_prompts_file_missing_or_empty(tmp_path):
+    with pytest.raises(UserError, match="not found"):
+        sampling.read_prompts_file(tmp_path / "missing.txt")
+
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n")
+    with pytest.raises(UserError, match="no prompts"):
+        sampling.read_prompts_file(empty)
+
+
+def test_geneval_metadata_read(tmp_path):
+    entries = [{"tag": "single_object", "include": [{"class": "circle", "count": 1}], "prompt": "a photo of a circle"},
+               {"tag": "colors", "include": [{"class": "square", "count": 1, "color": "red"}],
+                "prompt": "a photo of a red square"}]
+    path = tmp_path / "metadata.jsonl"
+    path.write_text("\n".join(json.dumps(entry) for entry in entries) + "\n\n")
+
+    assert sampling.read_geneval_metadata(path) == entries
+
+
+@pytest.mark.parametrize("content, fragment", [
+    ("{not json}\n", "line 1"),
+    ('{"tag": "colors"}\n', "no \"prompt\""),
+    ("\n", "has no prompts"),
+])
+def test_geneval_metadata_errors_name_line(tmp_path, content, fragment):
+    path = tmp_path / "metadata.jsonl"
+    path.write_text(content)
+
+    with pytest.raises(UserError, match=fragment):
+        sampling.read_geneval_metadata(path)
