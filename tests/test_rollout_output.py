@@ -96,3 +96,11 @@ def test_geneval_layout(tmp_path):
     assert json.loads((folder / "metadata.jsonl").read_text()) == metadata
     assert (folder / "metadata.jsonl").read_text().count("\n") == 1
     np.testing.assert_array_equal(np.asarray(Image.open(folder / "samples" / "0002.png")), _image(50))
+
+
+def test_text_image_pairs_skip_partial_rounds():
+    pairs = _trajectory().text_image_pairs()
+
+    assert len(pairs) == 1
+    assert pairs[0][0] == "<ins> add a red circle </ins>"
+    np.testing.assert_array_equal(pairs[0][1], _image(200))

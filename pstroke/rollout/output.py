@@ -55,6 +55,14 @@ class Trajectory:
         images = [round_.image for round_ in self.rounds if round_.image is not None]
         return images[-1] if images else None
 
+    def text_image_pairs(self) -> list[tuple[str, np.ndarray]]:
+        """Return (text, image) of every round that has both, in order.
+
+        This is the `rounds` input of `pstroke.data.trajectories.critiques_from_rollout`.
+        """
+        return [(round_.text, round_.image) for round_ in self.rounds
+                if round_.text is not None and round_.image is not None]
+
 
 def _png_bytes(image: np.ndarray) -> bytes:
     buffer = io.BytesIO()
