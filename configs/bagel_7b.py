@@ -16,7 +16,7 @@ from pstroke.world import config as world_config
 LLM = dict(vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
            num_attention_heads=28, num_key_value_heads=4, head_dim=128, rms_norm_eps=1e-6,
            rope_theta=1_000_000.0, qk_norm=True)
-# SigLIP-so400m NaViT; the checkpoint holds 26 layers although its vit_config.json says 27.
+# SigLIP-so400m NaViT. The checkpoint contains 26 layers although its vit_config.json lists 27.
 VIT = dict(hidden_size=1152, intermediate_size=4304, num_hidden_layers=26, num_attention_heads=16,
            patch_size=14, layer_norm_eps=1e-6)
 # FLUX.1 autoencoder.
@@ -32,8 +32,8 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.world = world_config.default_config(canvas=1024)
     config.model = model_config.bagel_model(LLM, VIT, VAE, BAGEL)
     config.model.compute_dtype = "bfloat16"
-    # NOTE: "gather" skips the 2x FLOPs of running both 7B experts on every token; which routing
-    # is faster on TPU or GPU is not measured yet (benchmarks/mot_routing.py measures it).
+    # "gather" avoids running both 7B experts on every token (2x FLOPs).
+    # NOTE: which routing is faster on TPU or GPU is not measured yet (benchmarks/mot_routing.py).
     config.model.mot_routing = "gather"
     config.data = data_config.default_config()
     config.train = train_config.default_config()

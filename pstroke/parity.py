@@ -2,7 +2,7 @@
 
 Usage: python -m pstroke.parity --fixtures=tests/assets/bagel_tiny_a [--cases=vit,train]
 
-The fixture folder holds `config.json` (every size and case parameter), `cases.npz` (inputs and
+The fixture folder contains `config.json` (every size and case parameter), `cases.npz` (inputs and
 expected outputs, keys `<case>.<name>`), `weights_ema.safetensors` and `weights_ae.safetensors`
 (BAGEL key names). Weights load through `pstroke.model.convert`. Each compared array prints one
 line with its max absolute and relative error; the exit status is 1 when any float array is off

@@ -158,5 +158,6 @@ def test_shifted_schedule_endpoints():
     shifted = cache_lib.shifted_timesteps(5, 3.0)
 
     np.testing.assert_allclose(plain, [1.0, 0.75, 0.5, 0.25, 0.0])
-    assert shifted[0] == 1.0 and shifted[-1] == 0.0
+    assert shifted[0] == 1.0
+    assert shifted[-1] == 0.0
     np.testing.assert_allclose(shifted[2], 3 * 0.5 / (1 + 2 * 0.5))

@@ -89,8 +89,10 @@ def test_outputs_have_documented_shapes(setup):
 
     outputs = forward(config, params, batch)
 
-    assert outputs["logits"].shape == (1, 40, 64) and outputs["logits"].dtype == jnp.float32
-    assert outputs["velocity"].shape == (1, 40, latent_dim(config)) and outputs["velocity"].dtype == jnp.float32
+    assert outputs["logits"].shape == (1, 40, 64)
+    assert outputs["logits"].dtype == jnp.float32
+    assert outputs["velocity"].shape == (1, 40, latent_dim(config))
+    assert outputs["velocity"].dtype == jnp.float32
     assert outputs["hidden"].shape == (1, 40, 64)
     assert outputs["layer_outputs"].shape == (2, 1, 40, 64)
 
@@ -202,7 +204,8 @@ def test_pixel_codec_round_trip_is_exact():
     latent = pixels_to_latent(image)
 
     assert latent.shape == (3, 8, 12)
-    assert float(latent.min()) >= -1.0 and float(latent.max()) <= 1.0
+    assert float(latent.min()) >= -1.0
+    assert float(latent.max()) <= 1.0
     np.testing.assert_array_equal(latent_to_pixels(latent), image)
 
 

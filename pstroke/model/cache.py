@@ -12,8 +12,8 @@ Block rules (BAGEL's inference layout):
 - ViT block [vision_start, ViT tokens, vision_end]: und, full, one rope id r; r += 1.
 - velocity query [vision_start, latents (x_t, t), vision_end] at r: attends to the cache and
   itself, never written.
-Causal queries are bottom-right aligned: a new token sees every cached key and the new keys up to
-its own position.
+Causal queries are bottom-right aligned: a new token attends to every cached key and to the new
+keys up to its own position.
 """
 
 import dataclasses
@@ -92,7 +92,7 @@ def _block_mask(cache: KVCache, block_len: int, causal: bool, num_valid: Optiona
     own = jnp.broadcast_to(own, cached.shape[:2] + (block_len,))
     if num_valid is not None:
         own = own & (key[None] < num_valid[:, None, None])
-    own = own | (key == query)[None]  # a padding query still sees itself, so no softmax row is empty
+    own = own | (key == query)[None]  # a padding query attends to itself, so no softmax row is empty
     return jnp.concatenate([cached, own], axis=-1)
 
 

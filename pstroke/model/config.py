@@ -63,8 +63,8 @@ def bagel_model(llm: dict, vit: dict, vae: dict, bagel: dict) -> ml_collections.
     """Return a model section from BAGEL's configuration dicts (llm, vit, vae, bagel-level).
 
     The dicts use BAGEL's field names, as in its `llm_config.json` / `vit_config.json` and the
-    fixture `config.json`. The ViT layer count is taken as given (the released `vit_config.json`
-    says 27 but the checkpoint holds 26 layers, so pass 26 for it).
+    fixture `config.json`. The ViT layer count is taken as given. The released `vit_config.json`
+    lists 27 layers but the checkpoint contains 26, so pass 26 for it.
     """
     config = shapes_model()
     config.llm.vocab_size = llm["vocab_size"]

@@ -14,9 +14,9 @@ def sincos_table(grid_size: int, width: int) -> np.ndarray:
     """Return the frozen 2-D sin-cos position table [grid_size**2, width] as float32 numpy.
 
     Row `row * grid_size + col` is [sin(col w), cos(col w), sin(row w), cos(row w)] with
-    w_j = 10000**(-j / (width / 4)). It is computed in float64, rounded to float32 and then to
-    bfloat16, so it equals the bf16 values stored in BAGEL checkpoints; these rounded values are
-    used in every compute dtype.
+    w_j = 10000**(-j / (width / 4)). The table is computed in float64 and rounded to float32, then
+    to bfloat16, so it equals the bf16 values stored in BAGEL checkpoints. The model adds these
+    rounded values in every compute dtype.
     """
     if width % 4:
         raise ValueError(f"sin-cos table width must be divisible by 4, got {width}")

@@ -1,7 +1,7 @@
 """Decoder building blocks: RMSNorm, RoPE, Mixture-of-Transformers projections, attention, layers.
 
 Every expert-specific parameter is stored with a leading expert axis of size 2 (index
-EXPERT_UND = 0, EXPERT_GEN = 1, as in `pstroke.batch`), so one array holds BAGEL's plain and
+EXPERT_UND = 0, EXPERT_GEN = 1, as in `pstroke.batch`), so one array contains BAGEL's plain and
 `_moe_gen` weights. Each token uses the slice of its own expert. Two routings compute the same
 function:
 

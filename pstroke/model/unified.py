@@ -47,9 +47,9 @@ class Connector(nn.Module):
 
 
 def vit_mask(batch: dict) -> jax.Array:
-    """Return the ViT attention mask [B, T, T]: ViT tokens see the ViT tokens of their own split.
+    """Return the ViT attention mask [B, T, T]: ViT tokens attend to the ViT tokens of their split.
 
-    Every other token sees only itself, so no softmax row is empty.
+    Every other token attends only to itself, so no softmax row is empty.
     """
     is_vit = batch["kind"] == KIND_VIT
     same_image = ((batch["split_id"][..., :, None] == batch["split_id"][..., None, :])
