@@ -1,7 +1,7 @@
 """The unified BAGEL-shaped model: token embeddings, the MoT decoder, the text and velocity heads.
 
 Training forward (`UnifiedModel.__call__`) takes the packed batch of `pstroke.batch` plus `noise`
-[B, T, D] float32 and returns float32 outputs:
+[B, T, D] float32 and returns (logits and velocity in float32, the rest in the compute dtype):
 
 | key             | shape         | meaning |
 |-----------------|---------------|---------|
@@ -12,8 +12,8 @@ Training forward (`UnifiedModel.__call__`) takes the packed batch of `pstroke.ba
 | `layer_outputs` | [L, B, T, H]  | residual stream after each layer (only with `return_layers=True`) |
 
 The mask comes from `sample_id`, `split_id`, `split_mode` and the optional `key_visible` through
-`pstroke.batch.attention_allowed`. Latent tokens enter as x_t = (1 - t) * latent + t * noise with t = `timestep`, embedded as
-vae2llm(x_t) + time_embedder(t) + sincos(latent_pos). ViT tokens (when `model.vit.enabled`) enter
+`pstroke.batch.attention_allowed`. Latent tokens enter as x_t = (1 - t) * latent + t * noise with
+t = `timestep`, embedded as vae2llm(x_t) + time_embedder(t) + sincos(latent_pos). ViT tokens (when `model.vit.enabled`) enter
 as connector(ViT(vit_patch)) + sincos(vit_pos). Other tokens take `embed_tokens[token_id]`.
 """
 
@@ -142,6 +142,8 @@ class UnifiedModel(nn.Module):
         residual, layer_outputs, _, _, routing = self.decode(x, batch["expert"], batch["position"], mask)
         hidden, logits, velocity = self.heads(residual, routing)
 
+        # NOTE: logits cover every token in float32 ([B, T, vocab]). At BAGEL scale (vocab 152064,
+        # 32K tokens) that is 20 GB per row (computed), so large runs need CE on the CE rows only.
         outputs = {
             "logits": nn.with_logical_constraint(logits, ("batch", "length", "vocab")),
             "velocity": velocity,
