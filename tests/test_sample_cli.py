@@ -15,7 +15,8 @@ TIMEOUT_SECONDS = 300
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     path = tmp_path_factory.mktemp("run")
-    testing.write_workdir(path, testing.tiny_config())
+    config = testing.tiny_config()
+    testing.write_workdir(path, config, params=testing.random_params(config))
     return path
 
 
@@ -42,6 +43,7 @@ def test_prompts_write_trajectory_files(workdir, tmp_path):
     result = _sample(f"--workdir={workdir}", f"--outdir={outdir}", *(f"--prompt={prompt}" for prompt in prompts))
 
     assert result.returncode == 0, result.stderr[-3000:]
+    drawn = []
     for index, prompt in enumerate(prompts):
         folder = outdir / f"{index:05d}"
         trace = json.loads((folder / "trace.json").read_text())
@@ -54,6 +56,10 @@ def test_prompts_write_trajectory_files(workdir, tmp_path):
             assert (folder / name).is_file()
         assert (folder / "final.png").is_file() == bool(images)
         assert trace["timings_seconds"]["compile"] > 0.0
+        for entry in trace["rounds"]:
+            assert entry["batch_seconds"] > 0.0
+        drawn.append(bool(images))
+    assert any(drawn), "the random model drew no image, so no image path was checked"
 
 
 def test_geneval_metadata_layout_is_scored(workdir, tmp_path):

@@ -38,6 +38,7 @@ class Round:
     image: np.ndarray | None  # uint8 [H, W, 3], None when the round drew no image
     after_text: str | None  # token the model chose after the text (e.g. "<|vision_start|>")
     after_image: str | None  # token the model chose after the image
+    batch_seconds: float | None = None  # wall time of this round for the whole batch
 
 
 @dataclasses.dataclass
@@ -89,6 +90,7 @@ def write_trace(folder: pathlib.Path, trajectory: Trajectory, image_files: dict[
                 "after_text": round_.after_text,
                 "image": image_files.get(round_.index),
                 "after_image": round_.after_image,
+                "batch_seconds": round_.batch_seconds,
             }
             for round_ in trajectory.rounds
         ],

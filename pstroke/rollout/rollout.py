@@ -19,6 +19,7 @@ CFG contexts, as in BAGEL's interleaved inference:
 """
 
 import functools
+import time
 from typing import NamedTuple
 
 import flax.struct
@@ -38,11 +39,20 @@ class SamplerSettings(NamedTuple):
     max_rounds: int
     max_text_tokens: int
     temperature: float
+    clock_rounds: bool = False  # stamp the host time at the end of each round into ROUND_CLOCK
 
     @classmethod
-    def from_config(cls, sample: ml_collections.ConfigDict) -> "SamplerSettings":
+    def from_config(cls, sample: ml_collections.ConfigDict, clock_rounds: bool = False) -> "SamplerSettings":
         return cls(max_rounds=int(sample.max_rounds), max_text_tokens=int(sample.max_text_tokens),
-                   temperature=float(sample.temperature))
+                   temperature=float(sample.temperature), clock_rounds=clock_rounds)
+
+
+ROUND_CLOCK: list[tuple[int, float]] = []  # (round index, time.perf_counter()) per finished round
+
+
+def _stamp_round(round_index, _finished) -> None:
+    """Host callback: record when a round finished. `_finished` only orders it after the round."""
+    ROUND_CLOCK.append((int(round_index), time.perf_counter()))
 
 
 @flax.struct.dataclass
@@ -234,6 +244,9 @@ def run_round(steps: ModelSteps, params: Params, state: RolloutState,
         switch_token=jnp.where(writes_text, switch, special.pad),
         image_switch_token=jnp.where(draws_image, next_token, special.pad),
     )
+    if settings.clock_rounds:
+        finished = jnp.sum(new_state.cond.length) + jnp.sum(record.text_length) + jnp.sum(latents[:, :1, :1])
+        jax.debug.callback(_stamp_round, state.round_index, finished, ordered=True)
     return new_state, record
 
 

@@ -21,6 +21,7 @@ from pstroke.data import grammar
 from pstroke.data.tokenizer import WordTokenizer, build_tokenizer, split_words
 from pstroke.errors import UserError
 from pstroke.rollout import output
+from pstroke.rollout import rollout as rollout_lib
 from pstroke.rollout.model_steps import build_model_steps
 from pstroke.rollout.rollout import RoundRecord, SamplerSettings, prompt_keys, rollout
 from pstroke.rollout.steps import ModelSteps, SpecialTokens
@@ -72,7 +73,7 @@ class Sampler:
     def create(cls, config: ml_collections.ConfigDict, params: Any) -> "Sampler":
         tokenizer = build_tokenizer(config)
         steps = build_model_steps(config, special_tokens(tokenizer), tokenizer.vocab_size)
-        return cls(config, params, tokenizer, steps, SamplerSettings.from_config(config.sample))
+        return cls(config, params, tokenizer, steps, SamplerSettings.from_config(config.sample, clock_rounds=True))
 
     def _run(self, params, prompt, prompt_length, rng, round_limit):
         """Run the rollout; return the per-prompt flags (not the caches), records and decoded images."""
@@ -94,9 +95,9 @@ class Sampler:
     def run_batch(self, segments: Sequence[list[int]], indices: Sequence[int]):
         """Run up to batch_size prompt segments; `indices` seed each prompt's key.
 
-        Returns (flags, records, images [R, B, H, W, 3], seconds) as host numpy trees, with rows cut
-        back to the number of prompts given. `flags` has the final state's first_choice, done and
-        rounds_run [B].
+        Returns (flags, records, images [R, B, H, W, 3], seconds, round seconds) with host numpy
+        trees cut back to the number of prompts given. `flags` has the final state's first_choice,
+        done and rounds_run [B]; round seconds maps each round the batch ran to its wall time.
         """
         if self.compiled is None:
             self.compile()
@@ -112,22 +113,36 @@ class Sampler:
             row_indices[row] = indices[source]
         keys = prompt_keys(self.config.sample.seed, row_indices)
 
+        rollout_lib.ROUND_CLOCK.clear()
         start = time.perf_counter()
         outputs = self.compiled(self.params, prompt, length, keys, jnp.int32(self.settings.max_rounds))
         flags, records, images = jax.device_get(outputs)
+        jax.effects_barrier()
         seconds = time.perf_counter() - start
+        round_seconds = _round_durations(start, rollout_lib.ROUND_CLOCK)
 
         flags = {name: value[:count] for name, value in flags.items()}
         records = jax.tree.map(functools.partial(_take_rows, count), records)
-        return flags, records, images[:, :count], seconds
+        return flags, records, images[:, :count], seconds, round_seconds
+
+
+def _round_durations(start: float, clock: list[tuple[int, float]]) -> dict[int, float]:
+    """Return {round index: seconds} from the end times of the rounds that ran (round 0 includes
+    the prompt prefill)."""
+    durations, previous = {}, start
+    for index, finished in sorted(clock):
+        durations[index] = finished - previous
+        previous = finished
+    return durations
 
 
 def _take_rows(count: int, leaf: np.ndarray) -> np.ndarray:
     return leaf[:, :count]
 
 
-def to_trajectories(prompts: Sequence[str], state: dict, records: RoundRecord,
-                    images: np.ndarray, tokenizer: WordTokenizer, timings: dict[str, float]) -> list[output.Trajectory]:
+def to_trajectories(prompts: Sequence[str], state: dict, records: RoundRecord, images: np.ndarray,
+                    tokenizer: WordTokenizer, timings: dict[str, float],
+                    round_seconds: dict[int, float]) -> list[output.Trajectory]:
     """Convert host records [R, B, ...] of one batch to one `Trajectory` per prompt."""
     name = tokenizer.vocabulary.__getitem__
     trajectories = []
@@ -146,6 +161,7 @@ def to_trajectories(prompts: Sequence[str], state: dict, records: RoundRecord,
                 image=images[index, row] if has_image else None,
                 after_text=name(int(records.switch_token[index, row])) if has_text else None,
                 after_image=name(int(records.image_switch_token[index, row])) if has_image else None,
+                batch_seconds=round_seconds.get(index),
             ))
         trajectories.append(output.Trajectory(
             prompt=prompt, rounds=rounds, ended=bool(state["done"][row]),
@@ -171,11 +187,13 @@ def _run_all(sampler: Sampler, prompts: Sequence[str], seeds: Sequence[int]):
     with tqdm.tqdm(total=len(prompts), unit="prompt", desc="sampling") as progress:
         for start, batch_segments in _batches(segments, sampler.config.sample.batch_size):
             batch_prompts = prompts[start:start + len(batch_segments)]
-            state, records, images, seconds = sampler.run_batch(batch_segments, seeds[start:start + len(batch_segments)])
+            state, records, images, seconds, round_seconds = sampler.run_batch(
+                batch_segments, seeds[start:start + len(batch_segments)])
             rounds = max(1, int(np.max(state["rounds_run"])))
             timings = {"compile": sampler.compile_seconds, "batch_rollout": seconds,
                        "batch_rollout_per_round": seconds / rounds}
-            yield start, to_trajectories(batch_prompts, state, records, images, sampler.tokenizer, timings)
+            yield start, to_trajectories(batch_prompts, state, records, images, sampler.tokenizer, timings,
+                                         round_seconds)
             progress.update(len(batch_segments))
 
 

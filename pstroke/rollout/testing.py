@@ -64,8 +64,12 @@ def random_params(config: ml_collections.ConfigDict, seed: int = 0, scale: float
     return jax.tree_util.tree_unflatten(treedef, [jnp.asarray(leaf) for leaf in leaves])
 
 
-def write_workdir(path: pathlib.Path, config: ml_collections.ConfigDict, seed: int = 0) -> None:
-    """Write a training workdir (config.json and a step-0 checkpoint) of a freshly initialised state."""
+def write_workdir(path: pathlib.Path, config: ml_collections.ConfigDict, seed: int = 0, params=None) -> None:
+    """Write a training workdir (config.json and a step-0 checkpoint) of a freshly initialised state.
+
+    `params` replaces the initialised parameters, e.g. `random_params(config)`, whose random velocity
+    head draws visible images.
+    """
     from pstroke.train import checkpoint, optim, sharding, state
     from pstroke.train.loop import make_param_init, prepare_workdir
 
@@ -73,6 +77,8 @@ def write_workdir(path: pathlib.Path, config: ml_collections.ConfigDict, seed: i
     mesh = sharding.make_mesh(ml_collections.ConfigDict({"data": 1, "fsdp": 1, "tensor": 1}), jax.devices()[:1])
     train_state = state.init_state(make_param_init(config), optim.make_optimizer(config.train),
                                    config.train.ema_decay > 0, seed, mesh, sharding.axis_rules(config.train))
+    if params is not None:
+        train_state = train_state.replace(params=params)
     checkpointer = checkpoint.Checkpointer(folder / "checkpoints", every=1, keep=1, use_async=False)
     checkpointer.save(0, train_state, {}, force=True)
     checkpointer.wait()
