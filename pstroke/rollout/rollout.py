@@ -2,10 +2,11 @@
 
 A round is one text segment decoded token by token and, when the model requests an image, one image.
 The image is sampled with the shifted Euler flow sampler under text and image classifier-free
-guidance (BAGEL's three contexts, guidance interval and renorm), then written into the cache. The
-model's own tokens decide what follows: the logits at a text segment's `<|im_end|>` choose among
-`<|vision_start|>` (an image), `<|im_start|>` (more text, next round) and `<|endoftext|>` (the end),
-and the logits at an image's `<|vision_end|>` choose between more text and the end.
+guidance (BAGEL's three contexts, guidance interval and renorm), then written into the cache.
+
+The model's own tokens decide what follows. The logits at a text segment's `<|im_end|>` choose
+among `<|vision_start|>` (an image), `<|im_start|>` (more text, next round) and `<|endoftext|>`
+(the end). The logits at an image's `<|vision_end|>` choose between more text and the end.
 
 Prompts run as a batch with per-prompt done flags. Once every prompt is done (or the round limit is
 reached), `lax.cond` skips the remaining rounds, so they cost nothing. `max_rounds` is static and
