@@ -11,11 +11,10 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from pstroke.batch import EXPERT_GEN
 from pstroke.errors import UserError
 from pstroke.model import cache as cache_lib
 from pstroke.model import embed
-from pstroke.model.unified import UnifiedModel, latent_dim
+from pstroke.model.unified import latent_dim
 from pstroke.rollout.steps import ModelSteps, SpecialTokens
 
 
@@ -81,22 +80,9 @@ def _sample_image(model_config, markers, latent_pos, num_steps, shift, guidance,
 
 
 def _write_image(model_config, markers, latent_pos, params, cache, x0):
-    """Append the clean image block and return (cache, logits [B, V] at its `<|vision_end|>`).
-
-    `cache_lib.prefill_latent` writes the same block but drops the hidden states. The logits at
-    `<|vision_end|>` choose what follows the image, so the block is run here from the same pieces.
-    """
-    rows = x0.shape[0]
+    """Append the clean image block; return (cache, logits [B, V] at its `<|vision_end|>`)."""
     positions = jnp.broadcast_to(latent_pos[None, :], x0.shape[:2])
-    t = jnp.zeros(x0.shape[:2], jnp.float32)
-    inner = cache_lib._apply(model_config, params, UnifiedModel.embed_latent, x0, t, positions)
-    # NOTE: `_apply` and `_image_block` are private to pstroke.model.cache; a public
-    # prefill_latent that also returned its logits would replace these lines.
-    x, expert = cache_lib._image_block(model_config, params, markers, inner, EXPERT_GEN)
-    position = jnp.broadcast_to(cache.next_rope[:, None], expert.shape)
-    hidden, keys, values, _ = cache_lib.run_block(model_config, params, cache, x, expert, position, False)
-    cache = cache_lib.write_block(cache, keys, values, jnp.full((rows,), x.shape[1]), jnp.ones((rows,), jnp.int32))
-    return cache, cache_lib.logits_of(model_config, params, hidden[:, -1])
+    return cache_lib.prefill_latent(model_config, params, cache, markers, x0, positions)
 
 
 def _select_rows(mask, first: cache_lib.KVCache, second: cache_lib.KVCache) -> cache_lib.KVCache:
