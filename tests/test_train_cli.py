@@ -5,6 +5,7 @@ import os
 import pathlib
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -117,3 +118,33 @@ def test_unwritable_workdir_prints_one_line(tmp_path):
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert "is not writable" in result.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_two_processes_train_on_loopback(tmp_path):
+    """Two local processes joined by jax.distributed train one model over a 2-device mesh."""
+    workdir = tmp_path / "run"
+    distributed = ["--distributed", f"--coordinator_address=127.0.0.1:{_free_port()}", "--num_processes=2",
+                   "--config.train.steps=4", "--config.train.checkpoint_every=2"]
+    logs = [tmp_path / f"process_{index}.log" for index in range(2)]
+    processes = []
+    for index, log in enumerate(logs):
+        with open(log, "w") as out:
+            processes.append(subprocess.Popen(_command(workdir, *distributed, f"--process_id={index}"), cwd=REPO,
+                                              env=_env(), stdout=out, stderr=subprocess.STDOUT))
+    for process in processes:
+        process.wait(timeout=300)
+    outputs = [log.read_text() for log in logs]
+    for process, output in zip(processes, outputs):
+        assert process.returncode == 0, output[-2000:]
+
+    assert "mesh {'data': 2, 'fsdp': 1, 'tensor': 1}" in outputs[0]
+    assert sorted(_losses(workdir)) == [1, 2, 3, 4]
+    assert _saved_steps(workdir) == [1, 2, 4]
+    last_lines = [re.search(r"step 4/4 \| loss \S+ ce \S+ mse \S+", output).group(0) for output in outputs]
+    assert last_lines[0] == last_lines[1]

@@ -17,6 +17,10 @@ _CONFIG = define_config_flag()
 _WORKDIR = flags.DEFINE_string("workdir", None, "Folder for checkpoints, metrics and the resolved config.")
 _DISTRIBUTED = flags.DEFINE_bool("distributed", False,
                                  "Call jax.distributed.initialize() first (multi-host TPU or multi-process runs).")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None,
+                                   "With --distributed: host:port of process 0; TPU VMs find it themselves.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "With --distributed: number of processes.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "With --distributed: index of this process.")
 
 
 def main(argv: Sequence[str]) -> None:
@@ -27,7 +31,8 @@ def main(argv: Sequence[str]) -> None:
     logging.getLogger().setLevel(logging.INFO)
     logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax logs every save at INFO through absl
     if _DISTRIBUTED.value:
-        jax.distributed.initialize()
+        jax.distributed.initialize(coordinator_address=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
+                                   process_id=_PROCESS_ID.value)
 
     from pstroke.train.loop import train  # imported after initialize(): it touches devices
 
