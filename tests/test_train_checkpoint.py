@@ -45,6 +45,7 @@ def test_workdir_holds_run_files(trained):
     assert (workdir / "git_revision.txt").read_text().strip()
     steps = [json.loads(line)["step"] for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2]
+    assert list((workdir / "tensorboard").glob("events.out.tfevents.*"))
     assert sorted(int(path.name) for path in (workdir / "checkpoints").iterdir() if path.name.isdigit()) == [1, 2]
     assert np.isfinite(last["loss"])
 
