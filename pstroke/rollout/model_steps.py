@@ -25,18 +25,27 @@ def image_grid(config) -> tuple[int, int]:
     return side, side
 
 
+def vit_grid(config) -> int:
+    """Return the ViT patches per side of a generated image: the canvas rounded up to whole patches."""
+    patch = config.model.vit.patch_size
+    return -(-config.world.canvas // patch)
+
+
 def cache_capacity(config) -> int:
     """Return the slots a row needs for the longest trajectory the sample settings allow.
 
-    Prompt + max_rounds x (text segment with its two markers + image with its two markers), plus
-    room for one image block past the end. An append that `keep_appends` undoes in a finished row
+    Prompt + max_rounds x (text segment with its two markers + image with its two markers, and its
+    ViT block with two markers when the model has a ViT), plus room for one image past the end. An append that `keep_appends` undoes in a finished row
     then never reaches the capacity, where `dynamic_update_slice` would clamp its start and
     overwrite cached tokens.
     """
     rows, cols = image_grid(config)
+    image_block = rows * cols + 2
+    if config.model.vit.enabled:
+        image_block += vit_grid(config) ** 2 + 2
     sample = config.sample
-    per_round = (sample.max_text_tokens + 2) + (rows * cols + 2)
-    return sample.max_prompt_tokens + sample.max_rounds * per_round + (rows * cols + 2)
+    per_round = (sample.max_text_tokens + 2) + image_block
+    return sample.max_prompt_tokens + sample.max_rounds * per_round + image_block
 
 
 def guidance_config(sample) -> cache_lib.GuidanceConfig:
@@ -85,6 +94,35 @@ def _write_image(model_config, markers, latent_pos, params, cache, x0):
     return cache_lib.prefill_latent(model_config, params, cache, markers, x0, positions)
 
 
+def vit_patches(images, grid: int, patch: int) -> jax.Array:
+    """Cut uint8 images [B, H, W, 3] into ViT patches [B, grid**2, patch**2 * 3] in [-1, 1].
+
+    Images are resized (bilinear) to grid * patch pixels per side, normalised with mean 0.5 and
+    std 0.5, and each patch is flattened in (row-in-patch, col-in-patch, channel) order.
+    """
+    batch = images.shape[0]
+    side = grid * patch
+    pixels = images.astype(jnp.float32) / 127.5 - 1.0
+    pixels = jax.image.resize(pixels, (batch, side, side, 3), method="bilinear")
+    tiles = pixels.reshape(batch, grid, patch, grid, patch, 3).transpose(0, 1, 3, 2, 4, 5)
+    return tiles.reshape(batch, grid * grid, patch * patch * 3)
+
+
+def _write_image_and_vit(model_config, markers, latent_pos, to_images, grid, params, cache, x0):
+    """Append the clean image block, then its ViT block at the next rope id.
+
+    This is the order of BAGEL's context update. Returns (cache, logits [B, V] at the ViT block's
+    `<|vision_end|>`).
+    """
+    cache, _ = _write_image(model_config, markers, latent_pos, params, cache, x0)
+    vit = model_config.vit
+    patches = vit_patches(to_images(params, x0), grid, vit.patch_size)
+    rows, cols = jnp.meshgrid(jnp.arange(grid), jnp.arange(grid), indexing="ij")
+    vit_pos = (rows * vit.max_patches_per_side + cols).reshape(1, -1).astype(jnp.int32)
+    vit_pos = jnp.broadcast_to(vit_pos, patches.shape[:2])
+    return cache_lib.prefill_vit(model_config, params, cache, markers, patches, vit_pos)
+
+
 def _select_rows(mask, first: cache_lib.KVCache, second: cache_lib.KVCache) -> cache_lib.KVCache:
     def pick(a, b, axis):
         shape = [1] * a.ndim
@@ -128,10 +166,6 @@ def build_model_steps(config, special: SpecialTokens, text_vocab_size: int) -> M
         # TODO: decode "vae" latents with pstroke.model.vae once a trained autoencoder exists.
         raise UserError(f"the rollout decodes images only with model.codec='pixels', got {model.codec!r}; "
                         "set --config.model.codec=pixels")
-    if model.vit.enabled:
-        # TODO: re-encode each generated image with the ViT (cache_lib.prefill_vit) once the data
-        # pipeline trains on ViT splits; without them the model never saw ViT tokens.
-        raise UserError("the rollout has no ViT path yet; set --config.model.vit.enabled=false")
     guidance = guidance_config(config.sample)
     if config.sample.num_steps < 2:
         raise UserError(f"invalid sample.num_steps {config.sample.num_steps}; the sampler needs at least 2 "
@@ -143,6 +177,16 @@ def build_model_steps(config, special: SpecialTokens, text_vocab_size: int) -> M
                                       vision_end=special.vision_end)
     capacity = cache_capacity(config)
     sample = config.sample
+    to_images = functools.partial(_latents_to_images, model, (rows, cols))
+    write_image = functools.partial(_write_image, model, markers, latent_pos)
+    if model.vit.enabled:
+        grid = vit_grid(config)
+        if grid > model.vit.max_patches_per_side:
+            raise UserError(f"a {config.world.canvas} px image has {grid} ViT patches per side but "
+                            f"model.vit.max_patches_per_side is {model.vit.max_patches_per_side}; raise it")
+        # NOTE: the Shapes data pipeline writes no ViT blocks yet, so a model trained on it has
+        # never seen the ViT tokens this path adds.
+        write_image = functools.partial(_write_image_and_vit, model, markers, latent_pos, to_images, grid)
 
     return ModelSteps(
         empty_cache=lambda batch: cache_lib.empty_cache(model, batch, capacity),
@@ -150,10 +194,10 @@ def build_model_steps(config, special: SpecialTokens, text_vocab_size: int) -> M
         decode=functools.partial(_decode, model),
         sample_image=functools.partial(_sample_image, model, markers, latent_pos, int(sample.num_steps),
                                        float(sample.timestep_shift), guidance),
-        write_image=functools.partial(_write_image, model, markers, latent_pos),
+        write_image=write_image,
         select_rows=_select_rows,
         keep_appends=_keep_appends,
-        latents_to_images=functools.partial(_latents_to_images, model, (rows, cols)),
+        latents_to_images=to_images,
         special=special,
         text_vocab_size=text_vocab_size,
         image_tokens=rows * cols,
