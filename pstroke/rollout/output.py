@@ -4,7 +4,8 @@ Per prompt, `write_trajectory` writes into one folder:
 
 - `final.png`: the last image of the trajectory (absent when the model drew none),
 - `round_NN.png`: the image of round NN (1-based), for every round that drew one,
-- `trace.json`: the prompt, each round's text, switch choices and image file, and timings,
+- `trace.json`: the prompt, each round's text, switch choices, image file and wall time, and the
+  batch's compile and rollout times,
 - `strip.png`: every state side by side, the text of each round under its image,
 - `trajectory.html`: one self-contained page (images inline as base64 PNGs, text escaped).
 

@@ -140,7 +140,7 @@ def _take_rows(count: int, leaf: np.ndarray) -> np.ndarray:
     return leaf[:, :count]
 
 
-def to_trajectories(prompts: Sequence[str], state: dict, records: RoundRecord, images: np.ndarray,
+def to_trajectories(prompts: Sequence[str], flags: dict, records: RoundRecord, images: np.ndarray,
                     tokenizer: WordTokenizer, timings: dict[str, float],
                     round_seconds: dict[int, float]) -> list[output.Trajectory]:
     """Convert host records [R, B, ...] of one batch to one `Trajectory` per prompt."""
@@ -164,8 +164,8 @@ def to_trajectories(prompts: Sequence[str], state: dict, records: RoundRecord, i
                 batch_seconds=round_seconds.get(index),
             ))
         trajectories.append(output.Trajectory(
-            prompt=prompt, rounds=rounds, ended=bool(state["done"][row]),
-            first_choice=name(int(state["first_choice"][row])), timings=timings))
+            prompt=prompt, rounds=rounds, ended=bool(flags["done"][row]),
+            first_choice=name(int(flags["first_choice"][row])), timings=timings))
     return trajectories
 
 
@@ -187,12 +187,12 @@ def _run_all(sampler: Sampler, prompts: Sequence[str], seeds: Sequence[int]):
     with tqdm.tqdm(total=len(prompts), unit="prompt", desc="sampling") as progress:
         for start, batch_segments in _batches(segments, sampler.config.sample.batch_size):
             batch_prompts = prompts[start:start + len(batch_segments)]
-            state, records, images, seconds, round_seconds = sampler.run_batch(
+            flags, records, images, seconds, round_seconds = sampler.run_batch(
                 batch_segments, seeds[start:start + len(batch_segments)])
-            rounds = max(1, int(np.max(state["rounds_run"])))
+            rounds = max(1, int(np.max(flags["rounds_run"])))
             timings = {"compile": sampler.compile_seconds, "batch_rollout": seconds,
                        "batch_rollout_per_round": seconds / rounds}
-            yield start, to_trajectories(batch_prompts, state, records, images, sampler.tokenizer, timings,
+            yield start, to_trajectories(batch_prompts, flags, records, images, sampler.tokenizer, timings,
                                          round_seconds)
             progress.update(len(batch_segments))
 
