@@ -18,6 +18,7 @@ import numpy as np
 from pstroke.config import load_config
 from pstroke.rollout.steps import ModelSteps
 
+SHAPES_TINY = pathlib.Path(__file__).resolve().parents[2] / "configs" / "shapes_tiny.py"
 TINY_OVERRIDES = (
     "model.llm.hidden_size=32",
     "model.llm.intermediate_size=64",
@@ -40,7 +41,7 @@ TINY_OVERRIDES = (
 
 def tiny_config(overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
     """Return configs/shapes_tiny.py shrunk to a 2-layer, width-32 model on 16x16 images."""
-    return load_config("configs/shapes_tiny.py", list(TINY_OVERRIDES) + list(overrides))
+    return load_config(str(SHAPES_TINY), list(TINY_OVERRIDES) + list(overrides))
 
 
 def random_params(config: ml_collections.ConfigDict, seed: int = 0, scale: float = 0.2):
