@@ -165,16 +165,7 @@ def state_metadata(graph: scene.SceneGraph, objects, tag: str) -> dict:
     relation to an earlier drawn spec. Counting prompts also get an exclude clause with count + 1.
     """
     partial = state_graph(graph, objects)
-    include = []
-    for index, spec in enumerate(partial.objects):
-        clause: dict = {"class": spec.shape, "count": spec.count}
-        if spec.color is not None:
-            clause["color"] = spec.color
-        for relation in partial.relations:
-            if relation.subject == index:
-                clause["position"] = [relation.relation, relation.reference]
-        include.append(clause)
-    metadata = {"tag": tag, "include": include, "prompt": ""}
+    metadata = {"tag": tag, "include": prompts.include_clauses(partial), "prompt": ""}
     if tag == "counting":
         metadata["exclude"] = [{"class": spec.shape, "count": spec.count + 1} for spec in partial.objects]
     return metadata

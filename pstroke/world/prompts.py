@@ -138,15 +138,8 @@ def composition_split(graph: SceneGraph) -> str:
     return "train"
 
 
-def to_metadata(graph: SceneGraph, tag: str) -> dict:
-    """Return the GenEval JSONL object of `graph`: tag, include and exclude clauses, prompt.
-
-    A relation becomes `"position": [relation, reference]` on its subject's clause, so each object
-    may be the subject of one relation and its reference must come earlier. Counting prompts get
-    GenEval's exclude clause with `count + 1`. The extra field `split` is "heldout" or
-    "in_distribution" (see `composition_split`).
-    """
-    check_tag(graph, tag)
+def include_clauses(graph: SceneGraph) -> list[dict]:
+    """Return GenEval `include` clauses of `graph`: class, count, colour and position per spec."""
     include = []
     for index, spec in enumerate(graph.objects):
         clause: dict = {"class": spec.shape, "count": spec.count}
@@ -156,8 +149,19 @@ def to_metadata(graph: SceneGraph, tag: str) -> dict:
             if relation.subject == index:
                 clause["position"] = [relation.relation, relation.reference]
         include.append(clause)
+    return include
 
-    metadata: dict = {"tag": tag, "include": include}
+
+def to_metadata(graph: SceneGraph, tag: str) -> dict:
+    """Return the GenEval JSONL object of `graph`: tag, include and exclude clauses, prompt.
+
+    A relation becomes `"position": [relation, reference]` on its subject's clause, so each object
+    may be the subject of one relation and its reference must come earlier. Counting prompts get
+    GenEval's exclude clause with `count + 1`. The extra field `split` is "heldout" or
+    "in_distribution" (see `composition_split`).
+    """
+    check_tag(graph, tag)
+    metadata: dict = {"tag": tag, "include": include_clauses(graph)}
     if tag == "counting":
         metadata["exclude"] = [{"class": spec.shape, "count": spec.count + 1} for spec in graph.objects]
     metadata["prompt"] = prompt_for(graph, tag)
