@@ -1,56 +1,224 @@
-"""End-to-end demo: render a sample of the Shapes-world benchmark and score it.
+"""End-to-end demo: get a tiny Shapes model, sample process-driven trajectories, score them.
 
-    python -m pstroke.demo --workdir DIR      (or `make demo`)
+    python -m pstroke.demo --workdir=runs/demo      (or `make demo`)
 
-Writes `DIR/benchmark_renders/` in GenEval's layout (ground-truth renders of a few prompts per tag,
-in-distribution and held-out), scores it with the exact evaluator and prints the table. Clean
-renders score 1.000 on every tag, which checks the whole render-and-judge chain.
+Stages, each announced in the log:
+
+1. Workdir: create it and check that it is writable.
+2. Model: restore the workdir's latest checkpoint. Without one, copy the pretrained demo model
+   (`--pretrained_dir`, a training workdir) into the workdir and restore it. Without that too,
+   train `--train_steps` steps from scratch with `pstroke.train.loop.train`.
+3. Prompts: a fixed selection from the ShapesGenEval benchmark file, every tag and held-out
+   compositions included.
+4. Sampling: one rollout per prompt and sample, written in GenEval's layout to `WORKDIR/samples`,
+   each with `trajectory.html`, `strip.png`, `trace.json` and its round images.
+5. Scoring: the exact evaluator on the samples (`WORKDIR/samples/results.json`), and on
+   ground-truth renders of the same prompts (`WORKDIR/oracle`) as the reference row.
+
+The workdir is a training workdir, so `python -m pstroke.train --workdir=WORKDIR` can continue
+training the demo model and a later demo restores the newer checkpoint.
 """
 
-import argparse
+import logging
+import os
 import pathlib
+import shutil
 from typing import Sequence
 
-from pstroke.errors import exit_on_user_error
+import ml_collections
+from absl import flags
+from ml_collections import config_flags
+
+from pstroke.config import run_cli
+from pstroke.errors import UserError
 from pstroke.evaluate import evaluate, format_table
 from pstroke.render_benchmark import render_benchmark
 from pstroke.world.benchmark import BENCHMARK_PATH, read_jsonl
 from pstroke.world.prompts import TAGS
 
+REPO = pathlib.Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = REPO / "configs" / "shapes_tiny.py"
+DEFAULT_PRETRAINED = REPO / "pretrained" / "shapes_tiny"
+# Chosen so that the training fallback keeps `make demo` near 15 minutes on a 2-core CPU. There a
+# step of configs/shapes_tiny.py took 6.3 s while two other training runs shared the cores, and an
+# idle machine should take about 3-6 s. A model trained this briefly is weak.
+DEFAULT_TRAIN_STEPS = 100
+SPLITS = ("in_distribution", "heldout")
 
-def select_prompts(rows: list[dict], per_tag: int) -> dict[int, dict]:
-    """Return {benchmark index: metadata} of the first `per_tag` in-distribution and the first
-    `per_tag` held-out prompts of every tag."""
-    chosen: dict[int, dict] = {}
-    for tag in TAGS:
-        for split in ("in_distribution", "heldout"):
-            matches = [i for i, row in enumerate(rows) if row["tag"] == tag and row["split"] == split]
-            chosen.update({i: rows[i] for i in matches[:per_tag]})
-    return dict(sorted(chosen.items()))
+CONFIG = config_flags.DEFINE_config_file(
+    "config", str(DEFAULT_CONFIG), "Config file of the demo model, e.g. configs/shapes_tiny.py:process.")
+WORKDIR = flags.DEFINE_string("workdir", None, "Folder for the model's checkpoints, the samples and the scores.")
+NUM_PROMPTS = flags.DEFINE_integer("num_prompts", 12, "Benchmark prompts to sample.")
+SAMPLES_PER_PROMPT = flags.DEFINE_integer("samples_per_prompt", 1, "Rollouts (images) per prompt.")
+TRAIN_STEPS = flags.DEFINE_integer(
+    "train_steps", DEFAULT_TRAIN_STEPS,
+    "Training steps when neither the workdir nor --pretrained_dir holds a checkpoint.")
+PRETRAINED_DIR = flags.DEFINE_string(
+    "pretrained_dir", str(DEFAULT_PRETRAINED),
+    "Advanced: training workdir copied into --workdir when the workdir has no checkpoint.")
+
+log = logging.getLogger("pstroke.demo")
 
 
-def run_benchmark_sample(workdir: pathlib.Path, per_tag: int, samples: int, canvas: int) -> dict:
-    """Render the selected prompts under `workdir/benchmark_renders`, score them, return results."""
-    out = workdir / "benchmark_renders"
-    rows = select_prompts(read_jsonl(BENCHMARK_PATH), per_tag)
-    render_benchmark(out, rows, samples=samples, canvas=canvas)
-    return evaluate(out)
+def has_checkpoint(workdir: pathlib.Path) -> bool:
+    """Return whether `workdir/checkpoints` contains at least one `<step>` folder."""
+    folder = workdir / "checkpoints"
+    return folder.is_dir() and any(child.name.isdigit() for child in folder.iterdir())
 
 
-@exit_on_user_error
-def main(argv: Sequence[str] | None = None) -> None:
-    """Run the demo stages in order and print the score table."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workdir", type=pathlib.Path, required=True, help="output folder")
-    parser.add_argument("--per-tag", type=int, default=4, help="prompts per tag and split")
-    parser.add_argument("--samples", type=int, default=4, help="images per prompt")
-    parser.add_argument("--canvas", type=int, default=32, help="image side in pixels")
-    args = parser.parse_args(argv)
+def prepare_workdir(workdir: pathlib.Path) -> None:
+    """Create `workdir` if needed.
 
-    results = run_benchmark_sample(args.workdir, args.per_tag, args.samples, args.canvas)
+    Raises:
+      UserError: the folder cannot be created or is not writable.
+    """
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"cannot create workdir {str(workdir)!r} ({error.strerror or error}); "
+                        "pass a --workdir you can write to") from None
+    if not os.access(workdir, os.W_OK | os.X_OK):
+        raise UserError(f"workdir {str(workdir)!r} is not writable; pass a --workdir you can write to")
+
+
+def copy_pretrained(source: pathlib.Path, workdir: pathlib.Path) -> None:
+    """Copy the training workdir `source` (checkpoints, config.json, README.md) into `workdir`."""
+    shutil.copytree(source / "checkpoints", workdir / "checkpoints", dirs_exist_ok=True)
+    for name in ("config.json", "README.md"):
+        if (source / name).is_file():
+            shutil.copy2(source / name, workdir / name)
+
+
+def train_from_scratch(config: ml_collections.ConfigDict, workdir: pathlib.Path, steps: int) -> None:
+    """Train `steps` steps of `config` in `workdir`, logging progress about 20 times."""
+    from pstroke.train.loop import train
+
+    config = ml_collections.ConfigDict(config.to_dict())
+    config.train.steps = steps
+    config.train.warmup_steps = min(config.train.warmup_steps, max(1, steps // 10))
+    config.train.log_every = max(1, steps // 20)
+    config.train.checkpoint_every = steps
+    train(config, str(workdir))
+
+
+def get_model(config: ml_collections.ConfigDict, workdir: pathlib.Path, pretrained: pathlib.Path,
+              train_steps: int):
+    """Return (parameters, step) from the workdir, the pretrained model or a fresh training run."""
+    from pstroke.rollout.restore import restore_params
+
+    if has_checkpoint(workdir):
+        log.info("found a checkpoint in the workdir: restoring it")
+    elif has_checkpoint(pretrained):
+        log.info("copying the pretrained demo model %s into the workdir", pretrained)
+        copy_pretrained(pretrained, workdir)
+    else:
+        if train_steps < 1:
+            raise UserError(f"--train_steps={train_steps}, but there is no checkpoint in {str(workdir)!r} or "
+                            f"{str(pretrained)!r}; pass a positive step count")
+        log.info("no checkpoint in the workdir and no pretrained model at %s: training %d steps from scratch",
+                 pretrained, train_steps)
+        log.warning("a model trained for only %d steps is weak: expect scores far below the oracle row",
+                    train_steps)
+        train_from_scratch(config, workdir, train_steps)
+    return restore_params(config, str(workdir))
+
+
+def select_prompts(rows: Sequence[dict], count: int) -> list[dict]:
+    """Return `count` benchmark rows in a fixed order that covers every tag and both splits.
+
+    The order takes the next unused in-distribution prompt of each tag, then the next unused
+    held-out prompt of each tag that has held-out prompts, and repeats. So the default 12 prompts
+    are one in-distribution prompt per tag (7), one held-out prompt of each of the 4 tags with
+    held-out compositions, and one more in-distribution prompt.
+    """
+    queues = {(tag, split): [row for row in rows if row["tag"] == tag and row["split"] == split]
+              for tag in TAGS for split in SPLITS}
+    chosen: list[dict] = []
+    while len(chosen) < count and any(queues.values()):
+        for split in SPLITS:
+            for tag in TAGS:
+                if queues[(tag, split)] and len(chosen) < count:
+                    chosen.append(queues[(tag, split)].pop(0))
+    return chosen
+
+
+def sample_prompts(config: ml_collections.ConfigDict, params, prompts: list[dict], samples_per_prompt: int,
+                   outdir: pathlib.Path) -> None:
+    """Sample every prompt into `outdir` in GenEval's layout, with its trajectory files."""
+    from pstroke.rollout import sampling
+
+    shutil.rmtree(outdir, ignore_errors=True)  # a previous demo may have sampled other prompts
+    sampling.sample_geneval(config, params, prompts, samples_per_prompt, outdir)
+
+
+def score_oracle(prompts: list[dict], samples_per_prompt: int, canvas: int, outdir: pathlib.Path) -> dict:
+    """Render ground-truth images of `prompts` into `outdir`, score them and return the results."""
+    shutil.rmtree(outdir, ignore_errors=True)
+    render_benchmark(outdir, dict(enumerate(prompts)), samples=samples_per_prompt, canvas=canvas, progress=False)
+    return evaluate(outdir, progress=False)
+
+
+def format_oracle_row(results: dict) -> str:
+    """Return one line with the oracle's overall, in-distribution and held-out scores."""
+
+    def score(value: float | None) -> str:
+        return "-" if value is None else f"{value:.3f}"
+
+    return (f"oracle (ground-truth renders of the same prompts): overall {score(results['overall'])}   "
+            f"in-distribution: {score(results['in_distribution']['overall'])}   "
+            f"held-out: {score(results['heldout']['overall'])}")
+
+
+def run_demo(config: ml_collections.ConfigDict, workdir: pathlib.Path, num_prompts: int, samples_per_prompt: int,
+             train_steps: int, pretrained: pathlib.Path) -> dict:
+    """Run the demo stages in order, print the tables and return the model's results."""
+    log.info("Stage 1/5: workdir %s", workdir)
+    prepare_workdir(workdir)
+
+    log.info("Stage 2/5: model (config %s)", config.get("variant", "?"))
+    params, step = get_model(config, workdir, pretrained, train_steps)
+    log.info("using the checkpoint of step %d", step)
+
+    log.info("Stage 3/5: prompts")
+    prompts = select_prompts(read_jsonl(BENCHMARK_PATH), num_prompts)
+    heldout = sum(row["split"] == "heldout" for row in prompts)
+    log.info("%d benchmark prompts (%d held-out), %d sample(s) each", len(prompts), heldout, samples_per_prompt)
+
+    log.info("Stage 4/5: sampling trajectories")
+    samples = workdir / "samples"
+    sample_prompts(config, params, prompts, samples_per_prompt, samples)
+
+    log.info("Stage 5/5: scoring")
+    results = evaluate(samples, progress=False)
+    oracle = score_oracle(prompts, samples_per_prompt, config.world.canvas, workdir / "oracle")
+    print(f"\nShapesGenEval on {len(prompts)} prompts, model checkpoint of step {step}:")
     print(format_table(results, results["records"]))
-    print(f"renders and results.json are in {args.workdir / 'benchmark_renders'}")
+    print(format_oracle_row(oracle))
+
+    page = samples / "00000" / "trajectories" / "0000" / "trajectory.html"
+    print(f"\none trajectory: {page.absolute()}")
+    print(f"all trajectories: {samples.absolute()}/<prompt>/trajectories/<sample>/ "
+          "(trajectory.html, strip.png, trace.json)")
+    print(f"scores with every image's verdict: {(samples / 'results.json').absolute()}")
+    return results
+
+
+def main(argv: Sequence[str]) -> None:
+    if len(argv) > 1:
+        raise UserError(f"unexpected arguments {' '.join(argv[1:])!r}; pass settings as --flag=value")
+    if not WORKDIR.value:
+        raise UserError("missing --workdir: pass a folder for the demo's model and outputs, e.g. --workdir=runs/demo")
+    if NUM_PROMPTS.value < 1:
+        raise UserError(f"--num_prompts={NUM_PROMPTS.value}; pass a positive count")
+    if SAMPLES_PER_PROMPT.value < 1:
+        raise UserError(f"--samples_per_prompt={SAMPLES_PER_PROMPT.value}; pass a positive count")
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger().setLevel(logging.INFO)
+    logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax logs every save and restore at INFO
+    run_demo(CONFIG.value, pathlib.Path(WORKDIR.value).expanduser(), NUM_PROMPTS.value, SAMPLES_PER_PROMPT.value,
+             TRAIN_STEPS.value, pathlib.Path(PRETRAINED_DIR.value).expanduser())
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

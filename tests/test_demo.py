@@ -1,0 +1,161 @@
+"""`python -m pstroke.demo` as a user runs it, on a tiny model, plus its prompt selection."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from pstroke.demo import select_prompts
+from pstroke.rollout import testing
+from pstroke.world.benchmark import BENCHMARK_PATH, read_jsonl
+from pstroke.world.prompts import TAGS
+
+TIMEOUT_SECONDS = 300
+TABLE_FOOTER = "overall (mean of per-tag accuracies)"
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """JAX's persistent compilation cache, shared by the demo runs of this module."""
+    return tmp_path_factory.mktemp("jax_cache")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A training workdir of the tiny config with random parameters that draw visible images."""
+    path = tmp_path_factory.mktemp("trained")
+    config = testing.tiny_config()
+    testing.write_workdir(path, config, params=testing.random_params(config))
+    return path
+
+
+def _demo(workdir, *args, cache=None, overrides=()):
+    """Run the demo in a fresh process with one CPU device and the tiny config."""
+    env = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")
+    if cache is not None:
+        env.update(JAX_COMPILATION_CACHE_DIR=str(cache), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+                   JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+    config_flags = [f"--config.{override}" for override in list(testing.TINY_OVERRIDES) + list(overrides)]
+    command = [sys.executable, "-m", "pstroke.demo", f"--workdir={workdir}", *config_flags, *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT_SECONDS, env=env)
+
+
+def _assert_one_line_error(result, *fragments):
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, result.stderr[-2000:]
+    for fragment in fragments:
+        assert fragment in errors[0]
+
+
+def _assert_scored_outputs(workdir, stdout, prompts):
+    """Check the sample folders, the trajectory files, results.json and the printed tables."""
+    samples = workdir / "samples"
+    results = json.loads((samples / "results.json").read_text())
+    assert results["images"] == len(prompts)
+    assert [record["prompt"] for record in results["records"]] == [row["prompt"] for row in prompts]
+    for record in results["records"]:
+        assert isinstance(record["correct"], bool)
+        assert record["reason"]
+    for index in range(len(prompts)):
+        trajectory = samples / f"{index:05d}" / "trajectories" / "0000"
+        assert (trajectory / "trajectory.html").is_file()
+        assert (trajectory / "strip.png").is_file()
+        assert json.loads((trajectory / "trace.json").read_text())["prompt"] == prompts[index]["prompt"]
+        assert (samples / f"{index:05d}" / "samples" / "0000.png").is_file()
+
+    assert TABLE_FOOTER in stdout
+    for row in prompts:
+        assert re.search(rf"^{row['tag']}\s+1\s", stdout, re.MULTILINE), stdout
+    # The judge is exact at the default 32 px canvas; at the tests' 16 px some ground truths fail.
+    assert re.search(r"^oracle \(ground-truth renders of the same prompts\): overall \d\.\d{3}", stdout,
+                     re.MULTILINE), stdout
+    oracle = json.loads((workdir / "oracle" / "results.json").read_text())
+    assert oracle["images"] == len(prompts)
+    page = re.search(r"^one trajectory: (.+)$", stdout, re.MULTILINE)
+    assert page is not None, stdout
+    assert os.path.isfile(page.group(1))
+
+
+def test_prompts_cover_tags_and_heldout():
+    rows = read_jsonl(BENCHMARK_PATH)
+    chosen = select_prompts(rows, 12)
+
+    assert len(chosen) == 12
+    assert {row["tag"] for row in chosen} == set(TAGS)
+    assert sum(row["split"] == "heldout" for row in chosen) >= 3
+    assert len({row["prompt"] for row in chosen}) == 12
+    assert select_prompts(rows, 12) == chosen
+    assert select_prompts(rows, 3) == chosen[:3]
+
+
+def test_prompts_stop_when_benchmark_runs_out():
+    rows = [{"tag": "colors", "split": "heldout", "prompt": "a photo of a red circle"},
+            {"tag": "colors", "split": "in_distribution", "prompt": "a photo of a blue circle"}]
+    chosen = select_prompts(rows, 5)
+
+    assert [row["prompt"] for row in chosen] == ["a photo of a blue circle", "a photo of a red circle"]
+
+
+def test_demo_restores_workdir_checkpoint(trained, tmp_path, cache):
+    workdir = tmp_path / "run"
+    shutil.copytree(trained, workdir)
+    result = _demo(workdir, "--num_prompts=3", "--pretrained_dir=/nonexistent", cache=cache)
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "found a checkpoint in the workdir" in result.stderr
+    for stage in range(1, 6):
+        assert f"Stage {stage}/5" in result.stderr
+    _assert_scored_outputs(workdir, result.stdout, select_prompts(read_jsonl(BENCHMARK_PATH), 3))
+
+
+def test_demo_copies_pretrained_model(trained, tmp_path, cache):
+    workdir = tmp_path / "fresh"
+    result = _demo(workdir, "--num_prompts=2", f"--pretrained_dir={trained}", cache=cache)
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "copying the pretrained demo model" in result.stderr
+    assert sorted(path.name for path in (workdir / "checkpoints").iterdir() if path.name.isdigit()) == ["0"]
+    assert (workdir / "config.json").is_file()
+    _assert_scored_outputs(workdir, result.stdout, select_prompts(read_jsonl(BENCHMARK_PATH), 2))
+
+
+def test_demo_trains_without_checkpoint(tmp_path, cache):
+    workdir = tmp_path / "scratch"
+    result = _demo(workdir, "--num_prompts=1", "--train_steps=2", f"--pretrained_dir={tmp_path / 'none'}",
+                   cache=cache, overrides=("data.source=synthetic", "data.seq_len=128", "train.batch_size=2"))
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "training 2 steps from scratch" in result.stderr
+    assert "is weak" in result.stderr
+    assert "checkpoint of step 2" in result.stdout
+    metrics = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    assert [record["step"] for record in metrics] == [1, 2]
+    _assert_scored_outputs(workdir, result.stdout, select_prompts(read_jsonl(BENCHMARK_PATH), 1))
+
+
+def test_checkpoint_of_other_config_rejected(trained, tmp_path):
+    workdir = tmp_path / "run"
+    shutil.copytree(trained, workdir)
+    result = _demo(workdir, "--num_prompts=1", overrides=("model.llm.hidden_size=64",))
+
+    _assert_one_line_error(result, "different config", "model.llm.hidden_size")
+
+
+def test_uncreatable_workdir_rejected(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file, not a folder\n")
+    result = _demo(blocker / "run", "--num_prompts=1")
+
+    _assert_one_line_error(result, "cannot create workdir", str(blocker / "run"))
+
+
+def test_zero_prompts_rejected(tmp_path):
+    result = _demo(tmp_path / "run", "--num_prompts=0")
+
+    _assert_one_line_error(result, "--num_prompts=0")
