@@ -39,9 +39,9 @@ from pstroke.world.prompts import TAGS
 REPO = pathlib.Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO / "configs" / "shapes_tiny.py"
 DEFAULT_PRETRAINED = REPO / "pretrained" / "shapes_tiny"
-# Chosen so that the training fallback keeps `make demo` near 15 minutes on a 2-core CPU. There a
-# step of configs/shapes_tiny.py took 6.3 s while two other training runs shared the cores, and an
-# idle machine should take about 3-6 s. A model trained this briefly is weak.
+# Chosen so that the training fallback keeps `make demo` within about 15 minutes on a 2-core CPU.
+# There, with two other training runs sharing the cores, a step of configs/shapes_tiny.py took 6 to
+# 10 s and the whole demo took 12 minutes. A model trained this briefly is weak.
 DEFAULT_TRAIN_STEPS = 100
 SPLITS = ("in_distribution", "heldout")
 
