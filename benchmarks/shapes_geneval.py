@@ -1,0 +1,104 @@
+"""Score trained Shapes models on a fixed slice of the ShapesGenEval benchmark, with rollout statistics.
+
+For each model workdir this samples the slice in GenEval's layout (`python -m pstroke.sample
+--geneval_metadata`), scores it (`python -m pstroke.evaluate`), and reads every trajectory's
+`trace.json` for the process statistics: rounds and images per prompt, denoising steps per prompt,
+how often Inspect asked for a refinement, and how often the image after it passes the judge.
+
+Usage:
+  python benchmarks/shapes_geneval.py --run NAME=CONFIG_SPEC=WORKDIR [--run ...] --out DIR
+      [--per_tag 6] [--samples 1]
+
+The slice takes the first `per_tag` in-distribution and the first `per_tag` held-out prompts of
+every tag of `pstroke/world/assets/shapes_geneval.jsonl` (tags without held-out prompts give
+in-distribution ones only).
+"""
+
+import argparse
+import json
+import pathlib
+import subprocess
+import sys
+
+from pstroke.world import benchmark
+
+BENCHMARK = pathlib.Path(__file__).resolve().parents[1] / "pstroke" / "world" / "assets" / "shapes_geneval.jsonl"
+
+
+def select_slice(rows: list[dict], per_tag: int) -> list[dict]:
+    """Return the first `per_tag` rows of every (tag, split) pair, in benchmark order."""
+    counts: dict[tuple[str, str], int] = {}
+    chosen = []
+    for row in rows:
+        key = (row["tag"], row["split"])
+        if counts.get(key, 0) < per_tag:
+            counts[key] = counts.get(key, 0) + 1
+            chosen.append(row)
+    return chosen
+
+
+def run(command: list[str]) -> None:
+    print("+", " ".join(command), flush=True)
+    subprocess.run(command, check=True)
+
+
+def rollout_statistics(folder: pathlib.Path, records: list[dict], num_steps: int) -> dict:
+    """Summarize every `trace.json` under `folder`; `records` are the evaluator's per-image verdicts."""
+    correct = {(record["folder"], record["sample"]): record["correct"] for record in records}
+    rounds, images, refined, refined_fixed = [], [], 0, 0
+    for trace_file in sorted(folder.glob("*/trajectories/*/trace.json")):
+        trace = json.loads(trace_file.read_text())
+        active = [r for r in trace["rounds"] if r["text"] or r["image"]]
+        rounds.append(len(active))
+        images.append(sum(1 for r in active if r["image"]))
+        if any("<refine>" in (r["text"] or "") for r in active):
+            refined += 1
+            # The final image of the trajectory is samples/<sample>.png of its prompt folder.
+            refined_fixed += correct.get((trace_file.parents[2].name, trace_file.parent.name + ".png"), False)
+    count = max(len(rounds), 1)
+    return {
+        "trajectories": len(rounds),
+        "rounds_mean": sum(rounds) / count,
+        "rounds_max": max(rounds, default=0),
+        "images_mean": sum(images) / count,
+        # The Euler sampler evaluates the model num_steps - 1 times per image (per guidance branch).
+        "denoising_steps_mean": sum(images) / count * (num_steps - 1),
+        "refine_rate": refined / count,
+        "refine_fixed_rate": refined_fixed / refined if refined else None,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", action="append", required=True,
+                        help="NAME=CONFIG_SPEC=WORKDIR, e.g. process=configs/shapes_tiny.py=runs/process_tiny")
+    parser.add_argument("--out", required=True, type=pathlib.Path, help="Output folder.")
+    parser.add_argument("--per_tag", type=int, default=6, help="Prompts per tag and split.")
+    parser.add_argument("--samples", type=int, default=1, help="Samples per prompt.")
+    parser.add_argument("--num_steps", type=int, default=25, help="Sampler timesteps (config.sample.num_steps).")
+    args = parser.parse_args()
+
+    rows = select_slice(benchmark.read_jsonl(BENCHMARK), args.per_tag)
+    args.out.mkdir(parents=True, exist_ok=True)
+    slice_file = args.out / "slice.jsonl"
+    slice_file.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    print(f"{len(rows)} prompts x {args.samples} samples", flush=True)
+
+    table = {}
+    for spec in args.run:
+        name, config, workdir = spec.split("=", 2)
+        images = args.out / name
+        run([sys.executable, "-m", "pstroke.sample", f"--config={config}", f"--workdir={workdir}",
+             f"--outdir={images}", f"--geneval_metadata={slice_file}", f"--samples_per_prompt={args.samples}",
+             f"--config.sample.num_steps={args.num_steps}"])
+        run([sys.executable, "-m", "pstroke.evaluate", f"--images={images}"])
+        results = json.loads((images / "results.json").read_text())
+        stats = rollout_statistics(images, results["records"], args.num_steps)
+        table[name] = {"results": {k: v for k, v in results.items() if k != "records"}, "rollout": stats}
+
+    (args.out / "summary.json").write_text(json.dumps(table, indent=2) + "\n")
+    print(json.dumps(table, indent=2))
+
+
+if __name__ == "__main__":
+    main()
