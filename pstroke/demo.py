@@ -123,7 +123,7 @@ def get_model(config: ml_collections.ConfigDict, workdir: pathlib.Path, pretrain
     return restore_params(config, str(workdir))
 
 
-def select_prompts(rows: Sequence[dict], count: int) -> list[dict]:
+def choose_prompts(rows: Sequence[dict], count: int) -> list[dict]:
     """Return `count` benchmark rows in a fixed order that covers every tag and both splits.
 
     The order takes the next unused in-distribution prompt of each tag, then the next unused
@@ -140,6 +140,17 @@ def select_prompts(rows: Sequence[dict], count: int) -> list[dict]:
                 if queues[(tag, split)] and len(chosen) < count:
                     chosen.append(queues[(tag, split)].pop(0))
     return chosen
+
+
+def select_prompts(rows: list[dict], per_tag: int) -> dict[int, dict]:
+    """Return {benchmark index: metadata} of the first `per_tag` in-distribution and the first
+    `per_tag` held-out prompts of every tag (a subset to render for quick evaluator checks)."""
+    chosen: dict[int, dict] = {}
+    for tag in TAGS:
+        for split in SPLITS:
+            matches = [i for i, row in enumerate(rows) if row["tag"] == tag and row["split"] == split]
+            chosen.update({i: rows[i] for i in matches[:per_tag]})
+    return dict(sorted(chosen.items()))
 
 
 def sample_prompts(config: ml_collections.ConfigDict, params, prompts: list[dict], samples_per_prompt: int,
@@ -180,7 +191,7 @@ def run_demo(config: ml_collections.ConfigDict, workdir: pathlib.Path, num_promp
     log.info("using the checkpoint of step %d", step)
 
     log.info("Stage 3/5: prompts")
-    prompts = select_prompts(read_jsonl(BENCHMARK_PATH), num_prompts)
+    prompts = choose_prompts(read_jsonl(BENCHMARK_PATH), num_prompts)
     heldout = sum(row["split"] == "heldout" for row in prompts)
     log.info("%d benchmark prompts (%d held-out), %d sample(s) each", len(prompts), heldout, samples_per_prompt)
 

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from pstroke.demo import select_prompts
+from pstroke.demo import choose_prompts
 from pstroke.rollout import testing
 from pstroke.world.benchmark import BENCHMARK_PATH, read_jsonl
 from pstroke.world.prompts import TAGS
@@ -84,20 +84,20 @@ def _assert_scored_outputs(workdir, stdout, prompts):
 
 def test_prompts_cover_tags_and_heldout():
     rows = read_jsonl(BENCHMARK_PATH)
-    chosen = select_prompts(rows, 12)
+    chosen = choose_prompts(rows, 12)
 
     assert len(chosen) == 12
     assert {row["tag"] for row in chosen} == set(TAGS)
     assert sum(row["split"] == "heldout" for row in chosen) >= 3
     assert len({row["prompt"] for row in chosen}) == 12
-    assert select_prompts(rows, 12) == chosen
-    assert select_prompts(rows, 3) == chosen[:3]
+    assert choose_prompts(rows, 12) == chosen
+    assert choose_prompts(rows, 3) == chosen[:3]
 
 
 def test_prompts_stop_when_benchmark_runs_out():
     rows = [{"tag": "colors", "split": "heldout", "prompt": "a photo of a red circle"},
             {"tag": "colors", "split": "in_distribution", "prompt": "a photo of a blue circle"}]
-    chosen = select_prompts(rows, 5)
+    chosen = choose_prompts(rows, 5)
 
     assert [row["prompt"] for row in chosen] == ["a photo of a blue circle", "a photo of a red circle"]
 
@@ -111,7 +111,7 @@ def test_demo_restores_workdir_checkpoint(trained, tmp_path, cache):
     assert "found a checkpoint in the workdir" in result.stderr
     for stage in range(1, 6):
         assert f"Stage {stage}/5" in result.stderr
-    _assert_scored_outputs(workdir, result.stdout, select_prompts(read_jsonl(BENCHMARK_PATH), 3))
+    _assert_scored_outputs(workdir, result.stdout, choose_prompts(read_jsonl(BENCHMARK_PATH), 3))
 
 
 def test_demo_copies_pretrained_model(trained, tmp_path, cache):
@@ -122,7 +122,7 @@ def test_demo_copies_pretrained_model(trained, tmp_path, cache):
     assert "copying the pretrained demo model" in result.stderr
     assert sorted(path.name for path in (workdir / "checkpoints").iterdir() if path.name.isdigit()) == ["0"]
     assert (workdir / "config.json").is_file()
-    _assert_scored_outputs(workdir, result.stdout, select_prompts(read_jsonl(BENCHMARK_PATH), 2))
+    _assert_scored_outputs(workdir, result.stdout, choose_prompts(read_jsonl(BENCHMARK_PATH), 2))
 
 
 def test_demo_trains_without_checkpoint(tmp_path, cache):
@@ -136,7 +136,7 @@ def test_demo_trains_without_checkpoint(tmp_path, cache):
     assert "checkpoint of step 2" in result.stdout
     metrics = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     assert [record["step"] for record in metrics] == [1, 2]
-    _assert_scored_outputs(workdir, result.stdout, select_prompts(read_jsonl(BENCHMARK_PATH), 1))
+    _assert_scored_outputs(workdir, result.stdout, choose_prompts(read_jsonl(BENCHMARK_PATH), 1))
 
 
 def test_checkpoint_of_other_config_rejected(trained, tmp_path):
