@@ -124,7 +124,7 @@ def get_model(config: ml_collections.ConfigDict, workdir: pathlib.Path, pretrain
 
 
 def choose_prompts(rows: Sequence[dict], count: int) -> list[dict]:
-    """Return `count` benchmark rows in a fixed order that covers every tag and both splits.
+    """Return `count` benchmark rows (fewer if `rows` runs out) in a fixed order over every tag and split.
 
     The order takes the next unused in-distribution prompt of each tag, then the next unused
     held-out prompt of each tag that has held-out prompts, and repeats. So the default 12 prompts
