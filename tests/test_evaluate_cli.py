@@ -191,10 +191,3 @@ def test_benchmark_regenerates_byte_identically(tmp_path):
     out = tmp_path / "benchmark.jsonl"
     benchmark.main(["--out", str(out)])
     assert out.read_bytes() == BENCHMARK_PATH.read_bytes()
-
-
-def test_demo_renders_and_scores(tmp_path, capsys):
-    demo.main(["--workdir", str(tmp_path), "--per-tag", "1", "--samples", "1"])
-    out = capsys.readouterr().out
-    assert "GenEval six-tag score: 1.000" in out
-    assert (tmp_path / "benchmark_renders" / "results.json").is_file()

@@ -13,6 +13,7 @@ import ml_collections
 import numpy as np
 
 from pstroke import batch as batch_format
+from pstroke.errors import UserError
 
 # Token ids of the synthetic vocabulary; ordinary text ids start at FIRST_TEXT_ID.
 BOS_ID, EOS_ID, VISION_START_ID, VISION_END_ID = 1, 2, 3, 4
@@ -162,11 +163,11 @@ def make_batch(layout: Layout, seed: int, index: int) -> dict[str, np.ndarray]:
     """Build global batch number `index` of the synthetic stream `seed` as numpy arrays.
 
     Raises:
-      ValueError: one trajectory does not fit in a row of `layout.length` tokens.
+      UserError: one trajectory does not fit in a row of `layout.length` tokens.
     """
     needed = _sample_tokens(layout, refine=True)
     if needed > layout.length:
-        raise ValueError(f"a synthetic trajectory needs {needed} tokens but data.seq_len is {layout.length}; "
+        raise UserError(f"a synthetic trajectory needs {needed} tokens but data.seq_len is {layout.length}; "
                          f"raise data.seq_len or lower world.canvas")
     rng = np.random.default_rng([seed, index])
     batch = batch_format.empty_batch(layout.rows, layout.length, layout.latent_dim)
