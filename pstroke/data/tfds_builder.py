@@ -12,12 +12,14 @@ version; bump `VERSION` with any renderer change.
 
 import collections
 import json
+import pathlib
 
 import numpy as np
 import tensorflow_datasets as tfds
 import tqdm
 
 from pstroke.data import trajectories
+from pstroke.errors import UserError
 
 BUILDER_NAME = "shapes_trajectories"
 
@@ -84,6 +86,15 @@ def build(config, out_dir: str) -> tfds.core.DatasetInfo:
 
 
 def data_source(data_dir: str, version: str, split: str):
-    """Return a random-access source of one split of a written dataset."""
+    """Return a random-access source of one split of a written dataset.
+
+    Raises:
+      UserError: `data_dir` holds no dataset of this `version` (as written by build_data --out).
+    """
+    folder = pathlib.Path(data_dir).expanduser() / ShapesTrajectories.name / version
+    if not (folder / "dataset_info.json").is_file():
+        raise UserError(f"no Shapes dataset of version {version} in data.dir={data_dir!r} (expected "
+                        f"{str(folder)!r}); pass the folder given to `python -m pstroke.build_data --out`, "
+                        "or build it there first")
     builder = ShapesTrajectories(data_dir=data_dir, version=version, file_format="array_record")
     return builder.as_data_source(split=split)

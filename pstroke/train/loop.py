@@ -1,6 +1,7 @@
 """The training loop: workdir, mesh, data, state (fresh or resumed), then steps with logging and checkpoints."""
 
 import dataclasses
+import json
 import logging
 import math
 import pathlib
@@ -40,6 +41,7 @@ def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> pathlib.
       UserError: the folder cannot be created or written.
     """
     path = pathlib.Path(workdir).expanduser().absolute()
+    _check_same_model(path, config)
     try:
         path.mkdir(parents=True, exist_ok=True)
         if jax.process_index() == 0:
@@ -50,6 +52,32 @@ def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> pathlib.
         raise UserError(f"workdir {str(path)!r} is not writable ({error.strerror or error}); "
                         f"pass a --workdir you can write to") from None
     return path
+
+
+# Model settings that leave the parameter tree unchanged, so a run may resume with other values.
+RESUMABLE_MODEL_KEYS = frozenset({"compute_dtype", "mot_routing"})
+
+
+def _check_same_model(path: pathlib.Path, config: ml_collections.ConfigDict) -> None:
+    """Raise a UserError if `path` holds checkpoints of a model config other than `config.model`.
+
+    This runs before the new config.json is written, so a wrong --config never overwrites the record
+    of the run that made the checkpoints.
+    """
+    saved_file = path / "config.json"
+    checkpoints = path / "checkpoints"
+    if not saved_file.is_file() or not checkpoints.is_dir() or not any(checkpoints.iterdir()):
+        return
+    try:
+        saved = json.loads(saved_file.read_text()).get("model", {})
+    except (OSError, ValueError):
+        return  # an unreadable record cannot be compared; the restore checks shapes itself
+    current = json.loads(config.model.to_json_best_effort())
+    keys = (set(saved) | set(current)) - RESUMABLE_MODEL_KEYS
+    differing = sorted(key for key in keys if saved.get(key) != current.get(key))
+    if differing:
+        raise UserError(f"workdir {str(path)!r} holds checkpoints of a different model config (differs in "
+                        f"model.{', model.'.join(differing)}); pass the config it was trained with, or a new --workdir")
 
 
 def _git_revision() -> str:
