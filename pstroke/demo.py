@@ -224,11 +224,16 @@ def main(argv: Sequence[str]) -> None:
     if SAMPLES_PER_PROMPT.value < 1:
         raise UserError(f"--samples_per_prompt={SAMPLES_PER_PROMPT.value}; pass a positive count")
 
+    pretrained = pathlib.Path(PRETRAINED_DIR.value).expanduser()
+    if PRETRAINED_DIR.present and not has_checkpoint(pretrained):
+        raise UserError(f"--pretrained_dir={PRETRAINED_DIR.value!r} contains no checkpoint; pass a training workdir "
+                        "with checkpoints/<step>, or leave the flag out")
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger().setLevel(logging.INFO)
     logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax logs every save and restore at INFO
     run_demo(CONFIG.value, pathlib.Path(WORKDIR.value).expanduser(), NUM_PROMPTS.value, SAMPLES_PER_PROMPT.value,
-             TRAIN_STEPS.value, pathlib.Path(PRETRAINED_DIR.value).expanduser())
+             TRAIN_STEPS.value, pretrained)
 
 
 if __name__ == "__main__":

@@ -159,3 +159,10 @@ def test_zero_prompts_rejected(tmp_path):
     result = _demo(tmp_path / "run", "--num_prompts=0")
 
     _assert_one_line_error(result, "--num_prompts=0")
+
+
+def test_missing_pretrained_dir_rejected(tmp_path):
+    result = _demo(tmp_path / "run", f"--pretrained_dir={tmp_path / 'nope'}")
+
+    _assert_one_line_error(result, "--pretrained_dir", str(tmp_path / "nope"))
+    assert not (tmp_path / "run" / "checkpoints").exists()
