@@ -26,8 +26,9 @@ from PIL import Image, ImageDraw, ImageFont
 
 STRIP_CELL = 160  # pixels per image side in the strip
 STRIP_TEXT_LINES = 9
-STRIP_LINE_HEIGHT = 12  # pixels per line of Pillow's default bitmap font
-STRIP_CHARS_PER_LINE = 26
+STRIP_FONT_SIZE = 12  # Pillow's default font; at its size-10 default, spaces shrink to a pixel or two
+STRIP_LINE_HEIGHT = 14  # pixels per line
+STRIP_CHARS_PER_LINE = 24
 
 
 @dataclasses.dataclass
@@ -102,7 +103,7 @@ def write_trace(folder: pathlib.Path, trajectory: Trajectory, image_files: dict[
 
 def render_strip(trajectory: Trajectory) -> Image.Image:
     """Draw every round as a column: its image (or a grey box) with its text below, prompt on top."""
-    font = ImageFont.load_default()
+    font = ImageFont.load_default(size=STRIP_FONT_SIZE)
     columns = max(1, len(trajectory.rounds))
     header = 2 * STRIP_LINE_HEIGHT
     text_height = STRIP_TEXT_LINES * STRIP_LINE_HEIGHT
