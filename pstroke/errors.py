@@ -8,7 +8,7 @@ from typing import Callable
 class UserError(Exception):
     """An error caused by the user's input: printed as one message, without a traceback.
 
-    The message names the bad value and says how to fix it.
+    The message names the bad value and the fix.
     """
 
 

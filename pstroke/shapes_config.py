@@ -14,7 +14,7 @@ VARIANTS = ("process", "baseline")
 def shapes_config(variant: str, model: ml_collections.ConfigDict, canvas: int = 32) -> ml_collections.ConfigDict:
     """Return a full Shapes-world config around `model`.
 
-    Variant "process" trains on process-driven trajectories; "baseline" sees the same samples in
+    Variant "process" trains on process-driven trajectories; "baseline" trains on the same samples in
     the single-step format (prompt -> final image only).
     """
     if variant not in VARIANTS:

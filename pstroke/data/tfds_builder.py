@@ -89,7 +89,7 @@ def data_source(data_dir: str, version: str, split: str):
     """Return a random-access source of one split of a written dataset.
 
     Raises:
-      UserError: `data_dir` holds no dataset of this `version` (as written by build_data --out).
+      UserError: `data_dir` contains no dataset of this `version` (as written by build_data --out).
     """
     folder = pathlib.Path(data_dir).expanduser() / ShapesTrajectories.name / version
     if not (folder / "dataset_info.json").is_file():

@@ -59,7 +59,7 @@ RESUMABLE_MODEL_KEYS = frozenset({"compute_dtype", "mot_routing"})
 
 
 def _check_same_model(path: pathlib.Path, config: ml_collections.ConfigDict) -> None:
-    """Raise a UserError if `path` holds checkpoints of a model config other than `config.model`.
+    """Raise a UserError if `path` contains checkpoints of a model config other than `config.model`.
 
     This runs before the new config.json is written, so a wrong --config never overwrites the record
     of the run that made the checkpoints.
@@ -76,7 +76,7 @@ def _check_same_model(path: pathlib.Path, config: ml_collections.ConfigDict) -> 
     keys = (set(saved) | set(current)) - RESUMABLE_MODEL_KEYS
     differing = sorted(key for key in keys if saved.get(key) != current.get(key))
     if differing:
-        raise UserError(f"workdir {str(path)!r} holds checkpoints of a different model config (differs in "
+        raise UserError(f"workdir {str(path)!r} contains checkpoints of a different model config (differs in "
                         f"model.{', model.'.join(differing)}); pass the config it was trained with, or a new --workdir")
 
 
