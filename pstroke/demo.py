@@ -55,7 +55,7 @@ TRAIN_STEPS = flags.DEFINE_integer(
     "Training steps when neither the workdir nor --pretrained_dir holds a checkpoint.")
 PRETRAINED_DIR = flags.DEFINE_string(
     "pretrained_dir", str(DEFAULT_PRETRAINED),
-    "Advanced: training workdir copied into --workdir when the workdir has no checkpoint.")
+    "Advanced: training workdir copied into --workdir when the workdir has no checkpoint; '' uses none.")
 
 log = logging.getLogger("pstroke.demo")
 
@@ -101,14 +101,14 @@ def train_from_scratch(config: ml_collections.ConfigDict, workdir: pathlib.Path,
     train(config, str(workdir))
 
 
-def get_model(config: ml_collections.ConfigDict, workdir: pathlib.Path, pretrained: pathlib.Path,
+def get_model(config: ml_collections.ConfigDict, workdir: pathlib.Path, pretrained: pathlib.Path | None,
               train_steps: int):
-    """Return (parameters, step) from the workdir, the pretrained model or a fresh training run."""
+    """Return (parameters, step) from the workdir, the pretrained model (if any) or a fresh training run."""
     from pstroke.rollout.restore import restore_params
 
     if has_checkpoint(workdir):
         log.info("found a checkpoint in the workdir: restoring it")
-    elif has_checkpoint(pretrained):
+    elif pretrained is not None and has_checkpoint(pretrained):
         log.info("copying the pretrained demo model %s into the workdir", pretrained)
         copy_pretrained(pretrained, workdir)
     else:
@@ -181,7 +181,7 @@ def format_oracle_row(results: dict) -> str:
 
 
 def run_demo(config: ml_collections.ConfigDict, workdir: pathlib.Path, num_prompts: int, samples_per_prompt: int,
-             train_steps: int, pretrained: pathlib.Path) -> dict:
+             train_steps: int, pretrained: pathlib.Path | None) -> dict:
     """Run the demo stages in order, print the tables and return the model's results."""
     log.info("Stage 1/5: workdir %s", workdir)
     prepare_workdir(workdir)
@@ -224,8 +224,8 @@ def main(argv: Sequence[str]) -> None:
     if SAMPLES_PER_PROMPT.value < 1:
         raise UserError(f"--samples_per_prompt={SAMPLES_PER_PROMPT.value}; pass a positive count")
 
-    pretrained = pathlib.Path(PRETRAINED_DIR.value).expanduser()
-    if PRETRAINED_DIR.present and not has_checkpoint(pretrained):
+    pretrained = pathlib.Path(PRETRAINED_DIR.value).expanduser() if PRETRAINED_DIR.value else None
+    if PRETRAINED_DIR.present and pretrained is not None and not has_checkpoint(pretrained):
         raise UserError(f"--pretrained_dir={PRETRAINED_DIR.value!r} contains no checkpoint; pass a training workdir "
                         "with checkpoints/<step>, or leave the flag out")
 

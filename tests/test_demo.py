@@ -105,7 +105,7 @@ def test_prompts_stop_when_benchmark_runs_out():
 def test_demo_restores_workdir_checkpoint(trained, tmp_path, cache):
     workdir = tmp_path / "run"
     shutil.copytree(trained, workdir)
-    result = _demo(workdir, "--num_prompts=3", "--pretrained_dir=/nonexistent", cache=cache)
+    result = _demo(workdir, "--num_prompts=3", "--pretrained_dir=", cache=cache)
 
     assert result.returncode == 0, result.stderr[-3000:]
     assert "found a checkpoint in the workdir" in result.stderr
@@ -127,7 +127,7 @@ def test_demo_copies_pretrained_model(trained, tmp_path, cache):
 
 def test_demo_trains_without_checkpoint(tmp_path, cache):
     workdir = tmp_path / "scratch"
-    result = _demo(workdir, "--num_prompts=1", "--train_steps=2", f"--pretrained_dir={tmp_path / 'none'}",
+    result = _demo(workdir, "--num_prompts=1", "--train_steps=2", "--pretrained_dir=",
                    cache=cache, overrides=("data.source=synthetic", "data.seq_len=128", "train.batch_size=2"))
 
     assert result.returncode == 0, result.stderr[-3000:]

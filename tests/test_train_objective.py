@@ -124,7 +124,7 @@ def test_synthetic_stream_is_deterministic():
 
 def test_synthetic_row_too_short_names_seq_len():
     short = synthetic.Layout(rows=1, length=16, latent_dim=4, image_side=4, max_latent_size=4, vocab_size=64)
-    with pytest.raises(ValueError, match="data.seq_len"):
+    with pytest.raises(UserError, match="data.seq_len"):
         synthetic.make_batch(short, seed=0, index=0)
 
 
