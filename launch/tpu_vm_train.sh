@@ -3,7 +3,7 @@
 #
 # Usage: launch/tpu_vm_train.sh TPU_NAME ZONE WORKDIR [--config.a.b=value ...]
 #
-# WORKDIR must be a local path that every host sees as the same folder (a shared mount such as
+# WORKDIR must be a local path that every host mounts as the same folder (a shared mount such as
 # a gcsfuse-mounted bucket), because Orbax writes one checkpoint from all hosts and every host
 # restores from it. Each host runs the same command, and --distributed makes it call
 # jax.distributed.initialize() before any device is touched. On TPU VMs that call finds the

@@ -1,8 +1,8 @@
 """Config files: `--config=configs/NAME.py[:variant]` plus `--config.a.b=value` overrides.
 
 Config files are ml_collections files whose `get_config(variant)` returns a `ConfigDict`. The
-command-line parsing is ml_collections' own `config_flags`, which rejects an override whose key
-does not exist; `load_config` gives scripts and tests the same behaviour without absl flags.
+command line is parsed by ml_collections' own `config_flags`, which rejects an override whose key
+does not exist. `load_config` gives scripts and tests the same behaviour without absl flags.
 """
 
 import importlib.util

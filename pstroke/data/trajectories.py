@@ -11,7 +11,8 @@ The three subsets follow the training data of Zhang et al. 2026 ("Think in Strok
   or one object more than the prompt's count, which its exclude clause forbids. The "correct" kind
   is a partial trajectory whose not-yet-drawn objects are listed as still to add.
 - `alignment_critique`: a correct plan whose image does not match it (wrong colour, extra object,
-  missing object, wrong place), named by the inspection and corrected; or a matching step.
+  missing object, wrong place). The inspection names the mismatch and a refinement corrects it.
+  Matching steps are included too.
 
 These are the symbolic sources. `critiques_from_rollout` is the self-sampled source: it judges a
 model's rounds with the world's detector and judge and emits records in the same format.

@@ -286,7 +286,7 @@ def _t2i_contexts(fixture):
 
 
 def _guidance(fixture, renorm_type, interval=(0.0, 1.0)):
-    # NOTE: config.json does not list the guidance scales; the fixture's cases.md states text 4.0,
+    # NOTE: config.json does not list the guidance scales. The fixture's cases.md states text 4.0,
     # image 1.5 and renorm_min 0.0 for every guided case, so they are fixed here.
     return cache_lib.GuidanceConfig(text_scale=4.0, img_scale=1.5, interval=tuple(float(v) for v in interval),
                                     renorm_type=renorm_type, renorm_min=0.0)
