@@ -22,3 +22,15 @@ ASSETS = pathlib.Path(__file__).parent / "assets"
 def assets_dir() -> pathlib.Path:
     """Folder of the test assets committed under tests/assets."""
     return ASSETS
+
+
+@pytest.fixture(scope="session")
+def random_workdir(tmp_path_factory) -> pathlib.Path:
+    """A training workdir (step-0 checkpoint) of the tiny test config with random parameters that draw
+    visible images. Tests that change the workdir copy it first."""
+    from pstroke.rollout import testing
+
+    path = tmp_path_factory.mktemp("random_workdir")
+    config = testing.tiny_config()
+    testing.write_workdir(path, config, params=testing.random_params(config))
+    return path

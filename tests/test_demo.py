@@ -24,15 +24,6 @@ def cache(tmp_path_factory):
     return tmp_path_factory.mktemp("jax_cache")
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A training workdir of the tiny config with random parameters that draw visible images."""
-    path = tmp_path_factory.mktemp("trained")
-    config = testing.tiny_config()
-    testing.write_workdir(path, config, params=testing.random_params(config))
-    return path
-
-
 def _demo(workdir, *args, cache=None, overrides=()):
     """Run the demo in a fresh process with one CPU device and the tiny config."""
     env = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")
@@ -102,9 +93,9 @@ def test_prompts_stop_when_benchmark_runs_out():
     assert [row["prompt"] for row in chosen] == ["a photo of a blue circle", "a photo of a red circle"]
 
 
-def test_demo_restores_workdir_checkpoint(trained, tmp_path, cache):
+def test_demo_restores_workdir_checkpoint(random_workdir, tmp_path, cache):
     workdir = tmp_path / "run"
-    shutil.copytree(trained, workdir)
+    shutil.copytree(random_workdir, workdir)
     result = _demo(workdir, "--num_prompts=3", "--pretrained_dir=", cache=cache)
 
     assert result.returncode == 0, result.stderr[-3000:]
@@ -114,9 +105,9 @@ def test_demo_restores_workdir_checkpoint(trained, tmp_path, cache):
     _assert_scored_outputs(workdir, result.stdout, choose_prompts(read_jsonl(BENCHMARK_PATH), 3))
 
 
-def test_demo_copies_pretrained_model(trained, tmp_path, cache):
+def test_demo_copies_pretrained_model(random_workdir, tmp_path, cache):
     workdir = tmp_path / "fresh"
-    result = _demo(workdir, "--num_prompts=2", f"--pretrained_dir={trained}", cache=cache)
+    result = _demo(workdir, "--num_prompts=2", f"--pretrained_dir={random_workdir}", cache=cache)
 
     assert result.returncode == 0, result.stderr[-3000:]
     assert "copying the pretrained demo model" in result.stderr
@@ -139,9 +130,9 @@ def test_demo_trains_without_checkpoint(tmp_path, cache):
     _assert_scored_outputs(workdir, result.stdout, choose_prompts(read_jsonl(BENCHMARK_PATH), 1))
 
 
-def test_checkpoint_of_other_config_rejected(trained, tmp_path):
+def test_checkpoint_of_other_config_rejected(random_workdir, tmp_path):
     workdir = tmp_path / "run"
-    shutil.copytree(trained, workdir)
+    shutil.copytree(random_workdir, workdir)
     result = _demo(workdir, "--num_prompts=1", overrides=("model.llm.hidden_size=64",))
 
     _assert_one_line_error(result, "different config", "model.llm.hidden_size")

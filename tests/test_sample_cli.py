@@ -5,19 +5,9 @@ import shutil
 import subprocess
 import sys
 
-import pytest
-
 from pstroke.rollout import testing
 
 TIMEOUT_SECONDS = 300
-
-
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("run")
-    config = testing.tiny_config()
-    testing.write_workdir(path, config, params=testing.random_params(config))
-    return path
 
 
 def _sample(*args, overrides=()):
@@ -37,10 +27,11 @@ def _assert_one_line_error(result, *fragments):
         assert fragment in errors[0]
 
 
-def test_prompts_write_trajectory_files(workdir, tmp_path):
+def test_prompts_write_trajectory_files(random_workdir, tmp_path):
     prompts = ["a photo of a red circle left of a blue square", "a photo of a green triangle"]
     outdir = tmp_path / "out"
-    result = _sample(f"--workdir={workdir}", f"--outdir={outdir}", *(f"--prompt={prompt}" for prompt in prompts))
+    result = _sample(f"--workdir={random_workdir}", f"--outdir={outdir}",
+                     *(f"--prompt={prompt}" for prompt in prompts))
 
     assert result.returncode == 0, result.stderr[-3000:]
     drawn = []
@@ -62,13 +53,13 @@ def test_prompts_write_trajectory_files(workdir, tmp_path):
     assert any(drawn), "the random model drew no image, so no image path was checked"
 
 
-def test_geneval_metadata_layout_is_scored(workdir, tmp_path):
+def test_geneval_metadata_layout_is_scored(random_workdir, tmp_path):
     metadata = tmp_path / "metadata.jsonl"
     entry = {"tag": "single_object", "include": [{"class": "circle", "count": 1}], "prompt": "a photo of a circle"}
     metadata.write_text(json.dumps(entry) + "\n")
     outdir = tmp_path / "geneval"
 
-    result = _sample(f"--workdir={workdir}", f"--outdir={outdir}", f"--geneval_metadata={metadata}",
+    result = _sample(f"--workdir={random_workdir}", f"--outdir={outdir}", f"--geneval_metadata={metadata}",
                      "--samples_per_prompt=2")
 
     assert result.returncode == 0, result.stderr[-3000:]
@@ -84,18 +75,19 @@ def test_geneval_metadata_layout_is_scored(workdir, tmp_path):
     assert "images" in json.dumps(results)
 
 
-def test_unknown_words_are_named(workdir, tmp_path):
-    result = _sample(f"--workdir={workdir}", f"--outdir={tmp_path}", "--prompt=a photo of a zebra near a dragon")
+def test_unknown_words_are_named(random_workdir, tmp_path):
+    result = _sample(f"--workdir={random_workdir}", f"--outdir={tmp_path}",
+                     "--prompt=a photo of a zebra near a dragon")
     _assert_one_line_error(result, "zebra", "dragon", "vocabulary")
 
 
-def test_empty_prompt_rejected(workdir, tmp_path):
-    result = _sample(f"--workdir={workdir}", f"--outdir={tmp_path}", "--prompt=   ")
+def test_empty_prompt_rejected(random_workdir, tmp_path):
+    result = _sample(f"--workdir={random_workdir}", f"--outdir={tmp_path}", "--prompt=   ")
     _assert_one_line_error(result, "empty prompt")
 
 
-def test_prompt_over_budget_rejected(workdir, tmp_path):
-    result = _sample(f"--workdir={workdir}", f"--outdir={tmp_path}", "--prompt=a photo of a red circle",
+def test_prompt_over_budget_rejected(random_workdir, tmp_path):
+    result = _sample(f"--workdir={random_workdir}", f"--outdir={tmp_path}", "--prompt=a photo of a red circle",
                      overrides=("sample.max_prompt_tokens=8",))
     _assert_one_line_error(result, "max_prompt_tokens", "8")
 
@@ -107,17 +99,17 @@ def test_workdir_without_checkpoint_rejected(tmp_path):
     _assert_one_line_error(result, "no checkpoint", str(empty))
 
 
-def test_checkpoint_of_other_config_rejected(workdir, tmp_path):
+def test_checkpoint_of_other_config_rejected(random_workdir, tmp_path):
     copy = tmp_path / "run"
-    shutil.copytree(workdir, copy)
+    shutil.copytree(random_workdir, copy)
     result = _sample(f"--workdir={copy}", f"--outdir={tmp_path / 'out'}", "--prompt=a photo of a red circle",
                      overrides=("model.llm.hidden_size=64",))
     _assert_one_line_error(result, "different config", "model.llm.hidden_size")
 
 
-def test_shape_mismatch_found_without_saved_config(workdir, tmp_path):
+def test_shape_mismatch_found_without_saved_config(random_workdir, tmp_path):
     copy = tmp_path / "run"
-    shutil.copytree(workdir, copy)
+    shutil.copytree(random_workdir, copy)
     (copy / "config.json").unlink()
     result = _sample(f"--workdir={copy}", f"--outdir={tmp_path / 'out'}", "--prompt=a photo of a red circle",
                      overrides=("model.llm.intermediate_size=48",))
