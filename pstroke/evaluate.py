@@ -133,12 +133,14 @@ def _per_tag(records: list[dict]) -> dict[str, float]:
 
 def summarize(records: list[dict]) -> dict:
     """Return per-tag accuracies, `overall` (their plain mean), `geneval` (the mean over GenEval's
-    six tags that are present) and the same per split ("in_distribution", "heldout")."""
+    six tags that are present), `geneval_tags` (those present tags) and the same per split
+    ("in_distribution", "heldout")."""
     per_tag = _per_tag(records)
-    six = [per_tag[tag] for tag in GENEVAL_TAGS if tag in per_tag]
+    geneval_tags = [tag for tag in GENEVAL_TAGS if tag in per_tag]
     summary = {
         "overall": float(np.mean(list(per_tag.values()))),
-        "geneval": float(np.mean(six)) if six else None,
+        "geneval": float(np.mean([per_tag[tag] for tag in geneval_tags])) if geneval_tags else None,
+        "geneval_tags": geneval_tags,
         "per_tag": per_tag,
         "images": len(records),
     }
@@ -150,6 +152,17 @@ def summarize(records: list[dict]) -> dict:
             "images": sum(r["split"] == split for r in records),
         }
     return summary
+
+
+def geneval_label(tags: Sequence[str]) -> str:
+    """Return the label of the mean over the GenEval tags `tags`.
+
+    Only a mean over all six tags is GenEval's score, so a partial mean names the tags it covers.
+    """
+    if set(tags) == set(GENEVAL_TAGS):
+        return "GenEval six-tag score"
+    noun = "tag" if len(tags) == 1 else "tags"
+    return f"mean over {len(tags)} GenEval {noun} ({', '.join(tags)})"
 
 
 def format_table(summary: dict, records: list[dict]) -> str:
@@ -166,7 +179,7 @@ def format_table(summary: dict, records: list[dict]) -> str:
         lines.append(f"{tag:<14} {count:6d} {cell(accuracy)} {cell(in_dist)} {cell(heldout)}")
     lines.append(f"overall (mean of per-tag accuracies): {summary['overall']:.3f}")
     if summary["geneval"] is not None:
-        lines.append(f"GenEval six-tag score: {summary['geneval']:.3f}")
+        lines.append(f"{geneval_label(summary['geneval_tags'])}: {summary['geneval']:.3f}")
     lines.append(
         f"in-distribution: {cell(summary['in_distribution']['overall']).strip()}"
         f"   held-out: {cell(summary['heldout']['overall']).strip()}"
