@@ -5,6 +5,7 @@ command line is parsed by ml_collections' own `config_flags`, which rejects an o
 does not exist. `load_config` gives scripts and tests the same behaviour without absl flags.
 """
 
+import difflib
 import importlib.util
 import pathlib
 import sys
@@ -17,9 +18,23 @@ from ml_collections import config_flags
 from pstroke.errors import UserError, exit_on_user_error
 
 
-def define_config_flag(name: str = "config") -> config_flags.config_flags._ConfigFlag:
-    """Define the `--config` absl flag (with `--config.a.b=value` overrides) and return its holder."""
-    return config_flags.DEFINE_config_file(name, None, "Config file, e.g. configs/shapes_tiny.py:variant.")
+# Config file used by `run_cli` for a config flag that the command line leaves out, by flag name.
+_DEFAULT_CONFIG_FILES: dict[str, str] = {}
+
+
+def define_config_flag(name: str = "config", default: str | None = None,
+                       help_string: str = "Config file, e.g. configs/shapes_tiny.py:variant."
+                       ) -> config_flags.config_flags._ConfigFlag:
+    """Define the `--config` absl flag (with `--config.a.b=value` overrides) and return its holder.
+
+    `default` (a `path.py[:variant]` spec) is used when the command line has no `--<name>`. It is
+    loaded by `run_cli` while the flags are parsed, not at import, so a bad override of it is
+    reported as a one-line error like any other.
+    """
+    if default is not None:
+        _DEFAULT_CONFIG_FILES[name] = default
+        help_string = f"{help_string} Default: {default}."
+    return config_flags.DEFINE_config_file(name, None, help_string)
 
 
 def run_cli(main: Callable[[Sequence[str]], None]) -> None:
@@ -34,15 +49,16 @@ def run_cli(main: Callable[[Sequence[str]], None]) -> None:
 
 def _parse_flags(argv: Sequence[str]) -> Sequence[str]:
     """Parse absl flags; print one line naming the bad flag or config key and exit 2 on failure."""
+    argv = _with_default_config_files(argv)
     try:
         remaining = flags.FLAGS(argv)
     except flags.Error as error:
         message = str(error)
         if "Traceback" in message:  # ml_collections embeds the config file's traceback in the message
             message = f"{message.split(':', 1)[0]}: {message.strip().splitlines()[-1]}"
-        _exit_with(message)
+        _exit_with(_describe_unknown_override(argv) or message)
     except (AttributeError, KeyError, TypeError, ValueError) as error:
-        _exit_with(f"invalid config override: {error}")
+        _exit_with(_describe_unknown_override(argv) or f"invalid config override: {error}")
 
     for name in flags.FLAGS:
         flag = flags.FLAGS[name]
@@ -60,6 +76,90 @@ def _parse_flags(argv: Sequence[str]) -> Sequence[str]:
         if value is None:
             _exit_with(f"missing --{name}: pass a config file such as --{name}=configs/shapes_tiny.py")
     return remaining
+
+
+def _with_default_config_files(argv: Sequence[str]) -> list[str]:
+    """Return `argv` with `--<name>=<default>` added for each defaulted config flag it leaves out."""
+    argv = list(argv)
+    for name, default in _DEFAULT_CONFIG_FILES.items():
+        if _config_spec(argv, name) is None:
+            argv.insert(1, f"--{name}={default}")
+    return argv
+
+
+def _config_spec(argv: Sequence[str], name: str) -> str | None:
+    """Return the last value given to `--<name>` in `argv` (`--name=SPEC` or `--name SPEC`), or None."""
+    spec = None
+    for index, argument in enumerate(argv[1:], start=1):
+        flag, equals, value = argument.lstrip("-").partition("=")
+        if not argument.startswith("-") or flag != name:
+            continue
+        if equals:
+            spec = value
+        elif index + 1 < len(argv):
+            spec = argv[index + 1]
+    return spec
+
+
+def _describe_unknown_override(argv: Sequence[str]) -> str | None:
+    """Return a message for the first `--<config flag>.a.b` override in `argv` whose key the config
+    file lacks, or None if every key exists. The message quotes the flag as typed and suggests the
+    closest valid flag.
+    """
+    for index, argument in enumerate(argv[1:], start=1):
+        name, dot, rest = argument.lstrip("-").partition(".")
+        if not argument.startswith("-") or not dot or name not in flags.FLAGS:
+            continue
+        if not config_flags.config_flags.is_config_flag(flags.FLAGS[name]):
+            continue
+        spec = _config_spec(argv, name)
+        if spec is None:
+            return None
+        try:
+            config = load_config(spec)
+        except (UserError, OSError, ImportError, SyntaxError):
+            return None  # the config file itself fails to load, and the flag parser's error reports the cause
+
+        key, equals, _ = rest.partition("=")
+        typed = argument
+        if not equals and index + 1 < len(argv) and not argv[index + 1].startswith("-"):
+            typed = f"{argument} {argv[index + 1]}"  # the `--config.a.b VALUE` form
+        problem = unknown_key_message(config, key, flag_prefix=f"--{name}.", typed=typed)
+        if problem is not None:
+            return f"invalid flag {typed!r}: {problem}"
+    return None
+
+
+def unknown_key_message(config: ml_collections.ConfigDict, key: str, flag_prefix: str = "",
+                        typed: str | None = None) -> str | None:
+    """Return why the dotted `key` is not a field of `config` with the closest valid key, or None if it is one.
+
+    With `flag_prefix` (such as "--config.") the suggestion is written as a flag, and with `typed`
+    (the flag as the user wrote it) it keeps the typed value.
+    """
+    parts = key.split(".")
+    node = config
+    for depth, part in enumerate(parts):
+        walked = ".".join(parts[:depth])
+        if not isinstance(node, (ml_collections.ConfigDict, dict)):
+            return f"config key {walked!r} is a value, not a section, so it has no key {part!r}"
+        if part in node:
+            node = node[part]
+            continue
+
+        fields = sorted(str(field) for field in node.keys())
+        where = f"under {walked!r}" if walked else "at the top level"
+        matches = difflib.get_close_matches(part, fields, n=1)
+        if not matches:
+            return f"config has no key {key!r}; valid keys {where}: {', '.join(fields)}"
+        suggestion = ".".join(parts[:depth] + matches + parts[depth + 1:])
+        if not flag_prefix:
+            return f"config has no key {key!r}; did you mean {suggestion!r}?"
+        corrected = f"{flag_prefix}{suggestion}"
+        if typed is not None:
+            corrected += typed[typed.index(key) + len(key):]
+        return f"config has no key {key!r}; did you mean {corrected}?"
+    return None
 
 
 def _exit_with(message: str) -> None:
@@ -97,17 +197,13 @@ def load_config(spec: str, overrides: Sequence[str] = ()) -> ml_collections.Conf
 
 def _set_by_path(config: ml_collections.ConfigDict, key: str, text: str) -> None:
     """Set `config.<key>` from its text form, parsed to the type of the current value."""
+    problem = unknown_key_message(config, key)
+    if problem is not None:
+        raise UserError(f"invalid override {key}={text}: {problem}")
     *parents, leaf = key.split(".")
     node = config
-    walked = []
     for part in parents:
-        walked.append(part)
-        if part not in node:
-            raise UserError(f"unknown config key {'.'.join(walked)!r} in override {key!r}")
         node = node[part]
-    if leaf not in node:
-        known = ", ".join(sorted(node.keys()))
-        raise UserError(f"unknown config key {key!r}; keys at this level: {known}")
     current = node[leaf]
     node[leaf] = _parse_like(current, text, key)
 

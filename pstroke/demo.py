@@ -27,9 +27,8 @@ from typing import Sequence
 
 import ml_collections
 from absl import flags
-from ml_collections import config_flags
 
-from pstroke.config import run_cli
+from pstroke.config import define_config_flag, run_cli
 from pstroke.errors import UserError
 from pstroke.evaluate import evaluate, format_table
 from pstroke.render_benchmark import render_benchmark
@@ -45,8 +44,8 @@ DEFAULT_PRETRAINED = REPO / "pretrained" / "shapes_tiny"
 DEFAULT_TRAIN_STEPS = 100
 SPLITS = ("in_distribution", "heldout")
 
-CONFIG = config_flags.DEFINE_config_file(
-    "config", str(DEFAULT_CONFIG), "Config file of the demo model, e.g. configs/shapes_tiny.py:process.")
+CONFIG = define_config_flag(default=str(DEFAULT_CONFIG),
+                            help_string="Config file of the demo model, e.g. configs/shapes_tiny.py:process.")
 WORKDIR = flags.DEFINE_string("workdir", None, "Folder for the model's checkpoints, the samples and the scores.")
 NUM_PROMPTS = flags.DEFINE_integer("num_prompts", 12, "Benchmark prompts to sample.")
 SAMPLES_PER_PROMPT = flags.DEFINE_integer("samples_per_prompt", 1, "Rollouts (images) per prompt.")
