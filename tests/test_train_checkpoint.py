@@ -122,3 +122,26 @@ def test_unwritable_workdir_is_user_error(tmp_path):
 def test_batch_size_must_split_over_mesh(tmp_path):
     with pytest.raises(UserError, match="batch_size 4 .* multiple of 8"):
         loop.train(_config("train.batch_size=4"), str(tmp_path / "run"))
+
+
+def test_init_from_starts_from_the_source_parameters(trained, tmp_path):
+    source, _ = trained
+    frozen = ("train.lr=0.0", "train.schedule=constant", "train.steps=1")
+    loop.train(_config(*frozen, f"train.init_from={source}"), str(tmp_path / "tuned"))
+    loop.train(_config(*frozen, "train.seed=1"), str(tmp_path / "fresh"))
+
+    from pstroke.rollout.restore import restore_params
+
+    expected, _ = restore_params(_config(), str(source))
+    tuned, tuned_step = restore_params(_config(), str(tmp_path / "tuned"))
+    fresh, _ = restore_params(_config(), str(tmp_path / "fresh"))
+    assert tuned_step == 1
+    for want, got in zip(jax.tree.leaves(expected), jax.tree.leaves(tuned)):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    assert any(not np.array_equal(np.asarray(a), np.asarray(b))
+               for a, b in zip(jax.tree.leaves(expected), jax.tree.leaves(fresh)))
+
+
+def test_init_from_without_checkpoint_names_the_setting(tmp_path):
+    with pytest.raises(UserError, match="train.init_from"):
+        loop.train(_config(f"train.init_from={tmp_path / 'empty'}"), str(tmp_path / "run"))

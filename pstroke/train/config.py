@@ -38,6 +38,10 @@ def default_config() -> ml_collections.ConfigDict:
     config.keep_checkpoints = 3
     config.async_checkpoints = True
     config.restore_step = -1  # -1 resumes from the latest checkpoint in the workdir, if any
+    # A workdir whose latest parameters (its EMA when it kept one) start a run that has no checkpoint
+    # of its own, e.g. a text-to-image model fine-tuned on process data. The optimiser, step and
+    # data order start fresh; "" starts from random parameters.
+    config.init_from = ""
     config.log_every = 10
 
     # Sharding: logical parameter and activation axis names to mesh axes. A logical name that is

@@ -239,6 +239,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
                                                train_config.keep_checkpoints, train_config.async_checkpoints)
     try:
         state = _restore_or_init(parts, checkpointer, data, train_config.restore_step)
+        if train_config.init_from and int(jax.device_get(state.step)) == 0:
+            state = _load_init_params(state, parts, config)
 
         log.info("Stage 5/5: training to step %d", train_config.steps)
         with jax.set_mesh(mesh), nn.logical_axis_rules(parts.rules), _StopFlag() as stop:
@@ -260,6 +262,26 @@ def _restore_or_init(parts: Parts, checkpointer: checkpoint_lib.Checkpointer, da
     data.set_state(data_state)
     log.info("resumed from checkpoint step %d", step)
     return state
+
+
+def _load_init_params(state: state_lib.TrainState, parts: Parts,
+                      config: ml_collections.ConfigDict) -> state_lib.TrainState:
+    """Replace the fresh parameters (and EMA) of `state` by those of `config.train.init_from`.
+
+    Raises:
+      UserError: the folder has no checkpoint, or its model differs from `config.model`.
+    """
+    from pstroke.rollout.restore import restore_params
+
+    source = config.train.init_from
+    try:
+        params, source_step = restore_params(config, source)
+    except UserError as error:
+        raise UserError(f"train.init_from {source!r}: {error}") from None
+    params = jax.device_put(params, parts.shardings.params)
+    ema = params if state.ema_params is not None else None
+    log.info("initialised the parameters from %s (step %d); optimiser and step start fresh", source, source_step)
+    return state.replace(params=params, ema_params=ema)
 
 
 def _run_steps(state, step_fn, data, checkpointer, path, train_config, stop) -> dict[str, float]:
