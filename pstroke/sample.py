@@ -5,6 +5,7 @@
 
 Prompts come from `--prompt` (repeatable), `--prompts_file` (one a line) or `--geneval_metadata`
 (GenEval JSONL; writes GenEval's folder layout for `python -m pstroke.evaluate --images OUTDIR`).
+Each prompt is lower-cased and stripped of surrounding whitespace first.
 Each prompt gets its final image, every intermediate image, `trace.json`, `strip.png` and a
 self-contained `trajectory.html`; see `pstroke.rollout.output`.
 """
@@ -16,6 +17,7 @@ from typing import Sequence
 from absl import flags
 
 from pstroke.config import define_config_flag, run_cli
+from pstroke.data.tokenizer import WordTokenizer, split_words
 from pstroke.errors import UserError
 
 CONFIG = define_config_flag()
@@ -27,6 +29,27 @@ GENEVAL_METADATA = flags.DEFINE_string(
     "geneval_metadata", None, "GenEval JSONL metadata file; the output uses GenEval's folder layout.")
 SAMPLES_PER_PROMPT = flags.DEFINE_integer(
     "samples_per_prompt", 4, "Images per prompt with --geneval_metadata (GenEval scores 4).")
+
+
+def normalize_prompt(prompt: str) -> str:
+    """Return `prompt` lower-cased without surrounding whitespace, because the vocabulary's words are lower case."""
+    return prompt.strip().lower()
+
+
+def check_vocabulary(prompt: str, tokenizer: WordTokenizer) -> None:
+    """Raise UserError naming every word of `prompt` outside the tokenizer's vocabulary and listing the known words.
+
+    The list contains lower-case words only. It leaves out special tokens, punctuation marks (accepted,
+    but not words) and the prompt prefix's capitalised "Please", which a lower-cased prompt cannot contain.
+    """
+    known = set(tokenizer.vocabulary)
+    unknown = sorted({word for word in split_words(prompt) if word not in known})
+    if not unknown:
+        return
+
+    words = sorted(word for word in known if word[0].isalnum() and word == word.lower())
+    raise UserError(f"prompt {prompt!r} has words outside the model's vocabulary: {', '.join(unknown)}. "
+                    f"Known words ({len(words)}): {', '.join(words)}")
 
 
 def main(argv: Sequence[str]) -> None:
@@ -50,11 +73,14 @@ def main(argv: Sequence[str]) -> None:
     outdir = pathlib.Path(OUTDIR.value)
     if GENEVAL_METADATA.value:
         metadata = sampling.read_geneval_metadata(pathlib.Path(GENEVAL_METADATA.value))
+        metadata = [dict(entry, prompt=normalize_prompt(entry["prompt"])) for entry in metadata]
         prompts = [entry["prompt"] for entry in metadata]
     else:
         prompts = PROMPT.value or sampling.read_prompts_file(pathlib.Path(PROMPTS_FILE.value))
+        prompts = [normalize_prompt(prompt) for prompt in prompts]
     tokenizer = sampling.build_tokenizer(config)
     for prompt in prompts:
+        check_vocabulary(prompt, tokenizer)
         sampling.encode_prompt(prompt, tokenizer, config.sample.max_prompt_tokens)
 
     params, step = restore.restore_params(config, WORKDIR.value)

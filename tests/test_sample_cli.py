@@ -28,12 +28,13 @@ def _assert_one_line_error(result, *fragments):
 
 
 def test_prompts_write_trajectory_files(random_workdir, tmp_path):
-    prompts = ["a photo of a red circle left of a blue square", "a photo of a green triangle"]
+    typed = ["  A Photo of a Red Circle left of a Blue Square ", "a photo of a green triangle"]
     outdir = tmp_path / "out"
     result = _sample(f"--workdir={random_workdir}", f"--outdir={outdir}",
-                     *(f"--prompt={prompt}" for prompt in prompts))
+                     *(f"--prompt={prompt}" for prompt in typed))
 
     assert result.returncode == 0, result.stderr[-3000:]
+    prompts = ["a photo of a red circle left of a blue square", "a photo of a green triangle"]
     drawn = []
     for index, prompt in enumerate(prompts):
         folder = outdir / f"{index:05d}"
@@ -77,8 +78,16 @@ def test_geneval_metadata_layout_is_scored(random_workdir, tmp_path):
 
 def test_unknown_words_are_named(random_workdir, tmp_path):
     result = _sample(f"--workdir={random_workdir}", f"--outdir={tmp_path}",
-                     "--prompt=a photo of a zebra near a dragon")
-    _assert_one_line_error(result, "zebra", "dragon", "vocabulary")
+                     "--prompt=a photo of a Zebra near a dragon")
+    _assert_one_line_error(result, "dragon, near, zebra", "vocabulary")
+
+    error = next(line for line in result.stderr.splitlines() if line.startswith("error: "))
+    listed = error.split("Known words")[1].split(": ", 1)[1].split(", ")
+    assert "circle" in listed
+    assert "triangle" in listed
+    assert "left" in listed
+    assert listed == sorted(listed)
+    assert "zebra" not in listed
 
 
 def test_empty_prompt_rejected(random_workdir, tmp_path):
