@@ -2,7 +2,7 @@
 
     python -m pstroke.demo --workdir=runs/demo      (or `make demo`)
 
-Stages, each announced in the log:
+Stages, each announced in the log as `[demo k/5]` (the training loop's own stages read `[train k/5]`):
 
 1. Workdir: create it and check that it is writable.
 2. Model: restore the workdir's latest checkpoint. Without one, copy the pretrained demo model
@@ -182,23 +182,23 @@ def format_oracle_row(results: dict) -> str:
 def run_demo(config: ml_collections.ConfigDict, workdir: pathlib.Path, num_prompts: int, samples_per_prompt: int,
              train_steps: int, pretrained: pathlib.Path | None) -> dict:
     """Run the demo stages in order, print the tables and return the model's results."""
-    log.info("Stage 1/5: workdir %s", workdir)
+    log.info("[demo 1/5] workdir %s", workdir)
     prepare_workdir(workdir)
 
-    log.info("Stage 2/5: model (config %s)", config.get("variant", "?"))
+    log.info("[demo 2/5] model (config %s)", config.get("variant", "?"))
     params, step = get_model(config, workdir, pretrained, train_steps)
     log.info("using the checkpoint of step %d", step)
 
-    log.info("Stage 3/5: prompts")
+    log.info("[demo 3/5] prompts")
     prompts = choose_prompts(read_jsonl(BENCHMARK_PATH), num_prompts)
     heldout = sum(row["split"] == "heldout" for row in prompts)
     log.info("%d benchmark prompts (%d held-out), %d sample(s) each", len(prompts), heldout, samples_per_prompt)
 
-    log.info("Stage 4/5: sampling trajectories")
+    log.info("[demo 4/5] sampling trajectories")
     samples = workdir / "samples"
     sample_prompts(config, params, prompts, samples_per_prompt, samples)
 
-    log.info("Stage 5/5: scoring")
+    log.info("[demo 5/5] scoring")
     results = evaluate(samples, progress=False)
     oracle = score_oracle(prompts, samples_per_prompt, config.world.canvas, workdir / "oracle")
     print(f"\nShapesGenEval on {len(prompts)} prompts, model checkpoint of step {step}:")
@@ -231,6 +231,7 @@ def main(argv: Sequence[str]) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger().setLevel(logging.INFO)
     logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax logs every save and restore at INFO
+    logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)  # logs each backend it cannot find
     run_demo(CONFIG.value, pathlib.Path(WORKDIR.value).expanduser(), NUM_PROMPTS.value, SAMPLES_PER_PROMPT.value,
              TRAIN_STEPS.value, pretrained)
 

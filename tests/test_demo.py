@@ -101,7 +101,8 @@ def test_demo_restores_workdir_checkpoint(random_workdir, tmp_path, cache):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "found a checkpoint in the workdir" in result.stderr
     for stage in range(1, 6):
-        assert f"Stage {stage}/5" in result.stderr
+        assert f"[demo {stage}/5]" in result.stderr
+    assert "[train" not in result.stderr
     _assert_scored_outputs(workdir, result.stdout, choose_prompts(read_jsonl(BENCHMARK_PATH), 3))
 
 
@@ -125,6 +126,10 @@ def test_demo_trains_without_checkpoint(tmp_path, cache):
     assert "training 2 steps from scratch" in result.stderr
     assert "is weak" in result.stderr
     assert "checkpoint of step 2" in result.stdout
+    stages = re.findall(r"\[(demo|train) (\d)/5\]", result.stderr)
+    expected = [("demo", "1"), ("demo", "2"), *(("train", str(k)) for k in range(1, 6)),
+                *(("demo", str(k)) for k in range(3, 6))]
+    assert stages == expected, result.stderr[-3000:]
     metrics = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     assert [record["step"] for record in metrics] == [1, 2]
     _assert_scored_outputs(workdir, result.stdout, choose_prompts(read_jsonl(BENCHMARK_PATH), 1))

@@ -222,18 +222,18 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     or checkpoint, and TrainingDiverged (a UserError) for a NaN or inf metric.
     """
     train_config = config.train
-    log.info("Stage 1/5: workdir %s", workdir)
+    log.info("[train 1/5] workdir %s", workdir)
     path = prepare_workdir(workdir, config)
 
-    log.info("Stage 2/5: mesh over %d devices", jax.device_count())
+    log.info("[train 2/5] mesh over %d devices", jax.device_count())
     mesh = sharding_lib.make_mesh(config.mesh)
     check_batch_size(config, mesh)
     log.info("mesh %s", dict(mesh.shape))
 
-    log.info("Stage 3/5: data (%s)", config.data.source)
+    log.info("[train 3/5] data (%s)", config.data.source)
     data = make_data_iterator(config, mesh)
 
-    log.info("Stage 4/5: model, optimiser and state")
+    log.info("[train 4/5] model, optimiser and state")
     parts = build(config, mesh)
     checkpointer = checkpoint_lib.Checkpointer(path / "checkpoints", train_config.checkpoint_every,
                                                train_config.keep_checkpoints, train_config.async_checkpoints)
@@ -242,7 +242,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
         if train_config.init_from and int(jax.device_get(state.step)) == 0:
             state = _load_init_params(state, parts, config)
 
-        log.info("Stage 5/5: training to step %d", train_config.steps)
+        log.info("[train 5/5] training to step %d", train_config.steps)
         with jax.set_mesh(mesh), nn.logical_axis_rules(parts.rules), _StopFlag() as stop:
             return _run_steps(state, parts.step_fn, data, checkpointer, path, train_config, stop)
     finally:
