@@ -7,7 +7,9 @@ Stages, each announced in the log as `[demo k/5]` (the training loop's own stage
 1. Workdir: create it and check that it is writable.
 2. Model: restore the workdir's latest checkpoint. Without one, copy the pretrained demo model
    (`--pretrained_dir`, a training workdir) into the workdir and restore it. Without that too,
-   train `--train_steps` steps from scratch with `pstroke.train.loop.train`.
+   train `--train_steps` steps from scratch with `pstroke.train.loop.train`. SIGTERM or Ctrl-C
+   during training saves the step reached and ends the demo with exit status 1, and rerunning the
+   same command continues training to `--train_steps` before it samples.
 3. Prompts: a fixed selection from the ShapesGenEval benchmark file, every tag and held-out
    compositions included.
 4. Sampling: one rollout per prompt and sample, written in GenEval's layout to `WORKDIR/samples`,
@@ -19,10 +21,12 @@ The workdir is a training workdir, so `python -m pstroke.train --workdir=WORKDIR
 training the demo model and a later demo restores the newer checkpoint.
 """
 
+import json
 import logging
 import os
 import pathlib
 import shutil
+import sys
 from typing import Sequence
 
 import ml_collections
@@ -43,6 +47,9 @@ DEFAULT_PRETRAINED = REPO / "pretrained" / "shapes_tiny"
 # 10 s and the whole demo took 12 minutes. A model trained this briefly is weak.
 DEFAULT_TRAIN_STEPS = 100
 SPLITS = ("in_distribution", "heldout")
+# Exit status after the training stage was stopped, so scripts can tell a stop from success and from
+# invalid input (status 2).
+STOPPED_EXIT_CODE = 1
 
 CONFIG = define_config_flag(default=str(DEFAULT_CONFIG),
                             help_string="Config file of the demo model, e.g. configs/shapes_tiny.py:process.")
@@ -59,10 +66,27 @@ PRETRAINED_DIR = flags.DEFINE_string(
 log = logging.getLogger("pstroke.demo")
 
 
+# Written into the workdir when the demo starts training and removed once training reaches its
+# step count. While it exists, a rerun continues training instead of sampling the checkpoint.
+UNFINISHED_TRAINING_FILE = "demo_training_unfinished.json"
+
+
+class TrainingStopped(Exception):
+    """The demo's training stage stopped (SIGTERM or Ctrl-C) before its step count."""
+
+
+def latest_checkpoint_step(workdir: pathlib.Path) -> int | None:
+    """Return the largest `<step>` folder name in `workdir/checkpoints`, or None without one."""
+    folder = workdir / "checkpoints"
+    if not folder.is_dir():
+        return None
+    steps = [int(child.name) for child in folder.iterdir() if child.name.isdigit()]
+    return max(steps, default=None)
+
+
 def has_checkpoint(workdir: pathlib.Path) -> bool:
     """Return whether `workdir/checkpoints` contains at least one `<step>` folder."""
-    folder = workdir / "checkpoints"
-    return folder.is_dir() and any(child.name.isdigit() for child in folder.iterdir())
+    return latest_checkpoint_step(workdir) is not None
 
 
 def prepare_workdir(workdir: pathlib.Path) -> None:
@@ -88,8 +112,14 @@ def copy_pretrained(source: pathlib.Path, workdir: pathlib.Path) -> None:
             shutil.copy2(source / name, workdir / name)
 
 
-def train_from_scratch(config: ml_collections.ConfigDict, workdir: pathlib.Path, steps: int) -> None:
-    """Train `steps` steps of `config` in `workdir`, logging progress about 20 times."""
+def train_demo_model(config: ml_collections.ConfigDict, workdir: pathlib.Path, steps: int) -> None:
+    """Train `config` in `workdir` up to step `steps`, resuming from its latest checkpoint, logging about
+    20 times.
+
+    Raises:
+      TrainingStopped: SIGTERM or Ctrl-C stopped training first. The step reached is saved (unless
+        the stop came before the first step) and `UNFINISHED_TRAINING_FILE` stays in the workdir.
+    """
     from pstroke.train.loop import train
 
     config = ml_collections.ConfigDict(config.to_dict())
@@ -97,28 +127,54 @@ def train_from_scratch(config: ml_collections.ConfigDict, workdir: pathlib.Path,
     config.train.warmup_steps = min(config.train.warmup_steps, max(1, steps // 10))
     config.train.log_every = max(1, steps // 20)
     config.train.checkpoint_every = steps
-    train(config, str(workdir))
+    marker = workdir / UNFINISHED_TRAINING_FILE
+    marker.write_text(json.dumps({"steps": steps}) + "\n")
+
+    try:
+        train(config, str(workdir))
+    except KeyboardInterrupt:  # a Ctrl-C outside the training steps, or a second one, skips the save
+        pass
+
+    reached = latest_checkpoint_step(workdir)
+    if reached is None or reached < steps:
+        saved = "no checkpoint was saved yet" if reached is None else f"the checkpoint of step {reached} is saved"
+        raise TrainingStopped(f"training stopped at step {reached or 0} of {steps}, and {saved} in "
+                              f"{workdir / 'checkpoints'}. Rerun the same command to continue training. The demo "
+                              f"samples once training reaches step {steps}")
+    marker.unlink()
 
 
 def get_model(config: ml_collections.ConfigDict, workdir: pathlib.Path, pretrained: pathlib.Path | None,
               train_steps: int):
-    """Return (parameters, step) from the workdir, the pretrained model (if any) or a fresh training run."""
+    """Return (parameters, step) from the workdir, the pretrained model (if any) or a training run.
+
+    A training run of an earlier demo that stopped early continues up to `train_steps` first.
+
+    Raises:
+      TrainingStopped: see `train_demo_model`.
+    """
     from pstroke.rollout.restore import restore_params
 
-    if has_checkpoint(workdir):
+    unfinished = (workdir / UNFINISHED_TRAINING_FILE).is_file()
+    if has_checkpoint(workdir) and not unfinished:
         log.info("found a checkpoint in the workdir: restoring it")
-    elif pretrained is not None and has_checkpoint(pretrained):
+        return restore_params(config, str(workdir))
+    if pretrained is not None and has_checkpoint(pretrained) and not unfinished:
         log.info("copying the pretrained demo model %s into the workdir", pretrained)
         copy_pretrained(pretrained, workdir)
+        return restore_params(config, str(workdir))
+
+    if train_steps < 1:
+        raise UserError(f"--train_steps={train_steps}, but there is no finished checkpoint in {str(workdir)!r} "
+                        f"or {str(pretrained)!r}; pass a positive step count")
+    if unfinished:
+        log.info("continuing the demo's training in the workdir from step %d to step %d",
+                 latest_checkpoint_step(workdir) or 0, train_steps)
     else:
-        if train_steps < 1:
-            raise UserError(f"--train_steps={train_steps}, but there is no checkpoint in {str(workdir)!r} or "
-                            f"{str(pretrained)!r}; pass a positive step count")
-        log.info("no checkpoint in the workdir and no pretrained model at %s: training %d steps from scratch",
-                 pretrained, train_steps)
-        log.warning("a model trained for only %d steps is weak: expect scores far below the oracle row",
-                    train_steps)
-        train_from_scratch(config, workdir, train_steps)
+        source = f"no pretrained model at {pretrained}" if pretrained is not None else "--pretrained_dir=''"
+        log.info("no checkpoint in the workdir and %s: training %d steps from scratch", source, train_steps)
+    log.warning("a model trained for only %d steps is weak: expect scores far below the oracle row", train_steps)
+    train_demo_model(config, workdir, train_steps)
     return restore_params(config, str(workdir))
 
 
@@ -232,8 +288,12 @@ def main(argv: Sequence[str]) -> None:
     logging.getLogger().setLevel(logging.INFO)
     logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax logs every save and restore at INFO
     logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)  # logs each backend it cannot find
-    run_demo(CONFIG.value, pathlib.Path(WORKDIR.value).expanduser(), NUM_PROMPTS.value, SAMPLES_PER_PROMPT.value,
-             TRAIN_STEPS.value, pretrained)
+    try:
+        run_demo(CONFIG.value, pathlib.Path(WORKDIR.value).expanduser(), NUM_PROMPTS.value,
+                 SAMPLES_PER_PROMPT.value, TRAIN_STEPS.value, pretrained)
+    except TrainingStopped as stopped:
+        print(f"stopped: {stopped}", file=sys.stderr)
+        sys.exit(STOPPED_EXIT_CODE)
 
 
 if __name__ == "__main__":

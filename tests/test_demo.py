@@ -4,12 +4,14 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
-from pstroke.demo import choose_prompts
+from pstroke.demo import UNFINISHED_TRAINING_FILE, choose_prompts
 from pstroke.rollout import testing
 from pstroke.world.benchmark import BENCHMARK_PATH, read_jsonl
 from pstroke.world.prompts import TAGS
@@ -117,22 +119,61 @@ def test_demo_copies_pretrained_model(random_workdir, tmp_path, cache):
     _assert_scored_outputs(workdir, result.stdout, choose_prompts(read_jsonl(BENCHMARK_PATH), 2))
 
 
-def test_demo_trains_without_checkpoint(tmp_path, cache):
+def _start_demo(workdir, log_file, *args, cache, overrides=()) -> subprocess.Popen:
+    """Start the demo like `_demo`, with stdout and stderr going to `log_file`."""
+    env = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=str(cache),
+               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+    config_flags = [f"--config.{override}" for override in list(testing.TINY_OVERRIDES) + list(overrides)]
+    command = [sys.executable, "-m", "pstroke.demo", f"--workdir={workdir}", *config_flags, *args]
+    with open(log_file, "w") as log:
+        return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def test_stopped_training_resumes_on_rerun(tmp_path, cache):
     workdir = tmp_path / "scratch"
-    result = _demo(workdir, "--num_prompts=1", "--train_steps=2", "--pretrained_dir=",
-                   cache=cache, overrides=("data.source=synthetic", "data.seq_len=128", "train.batch_size=2"))
+    steps = 10
+    args = ("--num_prompts=1", f"--train_steps={steps}", "--pretrained_dir=")
+    overrides = ("data.source=synthetic", "data.seq_len=128", "train.batch_size=2")
+
+    # Ctrl-C once the training loop has announced its steps (its stop handlers are installed by then).
+    log_file = tmp_path / "stopped.log"
+    process = _start_demo(workdir, log_file, *args, cache=cache, overrides=overrides)
+    deadline = time.monotonic() + TIMEOUT_SECONDS
+    while "[train 5/5]" not in log_file.read_text():
+        assert process.poll() is None, log_file.read_text()[-3000:]
+        assert time.monotonic() < deadline, "training did not start in time"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    process.wait(timeout=TIMEOUT_SECONDS)
+    stopped = log_file.read_text()
+
+    assert process.returncode == 1, stopped[-3000:]
+    assert "Traceback" not in stopped
+    assert f"training {steps} steps from scratch" in stopped
+    assert "SIGINT received" in stopped
+    reached = max(int(path.name) for path in (workdir / "checkpoints").iterdir() if path.name.isdigit())
+    assert 1 <= reached < steps, stopped[-3000:]
+    message = [line for line in stopped.splitlines() if line.startswith("stopped: ")]
+    assert len(message) == 1, stopped[-3000:]
+    assert f"training stopped at step {reached} of {steps}" in message[0]
+    assert "Rerun the same command to continue" in message[0]
+    assert not (workdir / "samples").exists()
+
+    # The same command continues from the saved step to the requested one, then samples.
+    result = _demo(workdir, *args, cache=cache, overrides=overrides)
 
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "training 2 steps from scratch" in result.stderr
-    assert "is weak" in result.stderr
-    assert "checkpoint of step 2" in result.stdout
+    assert f"continuing the demo's training in the workdir from step {reached} to step {steps}" in result.stderr
+    assert f"resumed from checkpoint step {reached}" in result.stderr
+    assert f"checkpoint of step {steps}" in result.stdout
+    metrics = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    assert [record["step"] for record in metrics] == list(range(1, steps + 1))
     stages = re.findall(r"\[(demo|train) (\d)/5\]", result.stderr)
     expected = [("demo", "1"), ("demo", "2"), *(("train", str(k)) for k in range(1, 6)),
                 *(("demo", str(k)) for k in range(3, 6))]
     assert stages == expected, result.stderr[-3000:]
-    metrics = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
-    assert [record["step"] for record in metrics] == [1, 2]
     _assert_scored_outputs(workdir, result.stdout, choose_prompts(read_jsonl(BENCHMARK_PATH), 1))
+    assert not (workdir / UNFINISHED_TRAINING_FILE).exists()  # a later run restores step 10 without training
 
 
 def test_checkpoint_of_other_config_rejected(random_workdir, tmp_path):

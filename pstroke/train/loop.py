@@ -181,25 +181,37 @@ def build(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> Parts:
 
 
 class _StopFlag:
-    """Set by SIGTERM; the loop then saves a checkpoint and returns."""
+    """Set by SIGTERM or the first SIGINT (Ctrl-C); the loop then saves a checkpoint and returns.
+
+    The first SIGINT puts back the previous SIGINT handler, so a second Ctrl-C interrupts at once
+    (Python's default handler raises KeyboardInterrupt).
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
     def __init__(self):
         self.requested = False
-        self.previous = None
+        self.signal_name: str | None = None  # e.g. "SIGTERM", once requested
+        self.previous: dict[int, Any] = {}
 
     def __enter__(self):
         try:
-            self.previous = signal.signal(signal.SIGTERM, self._handle)
-        except ValueError:  # not the main thread: no handler, a SIGTERM ends the process
-            self.previous = None
+            for signum in self.SIGNALS:
+                self.previous[signum] = signal.signal(signum, self._handle)
+        except ValueError:  # not the main thread: no handlers, a signal acts as it would without the loop
+            self.previous = {}
         return self
 
     def _handle(self, signum, frame):
         self.requested = True
+        self.signal_name = signal.Signals(signum).name
+        if signum == signal.SIGINT:
+            signal.signal(signum, self.previous.pop(signum))
 
     def __exit__(self, *exc):
-        if self.previous is not None:
-            signal.signal(signal.SIGTERM, self.previous)
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+        self.previous = {}
 
 
 def _fetch(metrics: dict) -> dict[str, float]:
@@ -218,7 +230,9 @@ def _check_finite(step: int, metrics: dict[str, float]) -> None:
 def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     """Train for config.train.steps steps in `workdir`, resuming from its latest checkpoint.
 
-    Returns the host metrics of the last step. Raises UserError for a bad workdir, mesh, batch size
+    Returns the host metrics of the last step. SIGTERM or Ctrl-C during the steps saves the step
+    reached and returns early, so callers that need all steps compare the latest checkpoint with
+    config.train.steps. Raises UserError for a bad workdir, mesh, batch size
     or checkpoint, and TrainingDiverged (a UserError) for a NaN or inf metric.
     """
     train_config = config.train
@@ -242,8 +256,9 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
         if train_config.init_from and int(jax.device_get(state.step)) == 0:
             state = _load_init_params(state, parts, config)
 
-        log.info("[train 5/5] training to step %d", train_config.steps)
         with jax.set_mesh(mesh), nn.logical_axis_rules(parts.rules), _StopFlag() as stop:
+            # Logged once the stop handlers are installed, so from here SIGTERM and Ctrl-C save a checkpoint.
+            log.info("[train 5/5] training to step %d", train_config.steps)
             return _run_steps(state, parts.step_fn, data, checkpointer, path, train_config, stop)
     finally:
         checkpointer.wait()
@@ -330,7 +345,8 @@ def _run_steps(state, step_fn, data, checkpointer, path, train_config, stop) -> 
         if stop.requested:
             if saved_step != step:
                 checkpointer.save(step, state, data.get_state(), force=True)
-            log.warning("SIGTERM received: saved step %d and stopped", step)
+            log.warning("%s received: saved step %d of %d and stopped. Rerun to continue", stop.signal_name, step,
+                        train_config.steps)
     finally:
         writer.close()
     return last
