@@ -17,7 +17,6 @@ from typing import Sequence
 from absl import flags
 
 from pstroke.config import define_config_flag, run_cli
-from pstroke.data.tokenizer import WordTokenizer, split_words
 from pstroke.errors import UserError
 
 CONFIG = define_config_flag()
@@ -34,22 +33,6 @@ SAMPLES_PER_PROMPT = flags.DEFINE_integer(
 def normalize_prompt(prompt: str) -> str:
     """Return `prompt` lower-cased without surrounding whitespace, because the vocabulary's words are lower case."""
     return prompt.strip().lower()
-
-
-def check_vocabulary(prompt: str, tokenizer: WordTokenizer) -> None:
-    """Raise UserError naming every word of `prompt` outside the tokenizer's vocabulary and listing the known words.
-
-    The list contains lower-case words only. It leaves out special tokens, punctuation marks (accepted,
-    but not words) and the prompt prefix's capitalised "Please", which a lower-cased prompt cannot contain.
-    """
-    known = set(tokenizer.vocabulary)
-    unknown = sorted({word for word in split_words(prompt) if word not in known})
-    if not unknown:
-        return
-
-    words = sorted(word for word in known if word[0].isalnum() and word == word.lower())
-    raise UserError(f"prompt {prompt!r} has words outside the model's vocabulary: {', '.join(unknown)}. "
-                    f"Known words ({len(words)}): {', '.join(words)}")
 
 
 def main(argv: Sequence[str]) -> None:
@@ -80,7 +63,6 @@ def main(argv: Sequence[str]) -> None:
         prompts = [normalize_prompt(prompt) for prompt in prompts]
     tokenizer = sampling.build_tokenizer(config)
     for prompt in prompts:
-        check_vocabulary(prompt, tokenizer)
         sampling.encode_prompt(prompt, tokenizer, config.sample.max_prompt_tokens)
 
     params, step = restore.restore_params(config, WORKDIR.value)

@@ -36,6 +36,22 @@ def special_tokens(tokenizer: WordTokenizer) -> SpecialTokens:
                          end_of_text=tokenizer.end_of_text_id, pad=tokenizer.pad_id)
 
 
+def check_vocabulary(prompt: str, tokenizer: WordTokenizer) -> None:
+    """Raise UserError naming every word of `prompt` outside the tokenizer's vocabulary and listing the known words.
+
+    The list contains lower-case words only. It leaves out special tokens, punctuation marks (accepted,
+    but not words) and the prompt prefix's capitalised "Please", which a lower-cased prompt cannot contain.
+    """
+    known = set(tokenizer.vocabulary)
+    unknown = sorted({word for word in split_words(prompt) if word not in known})
+    if not unknown:
+        return
+
+    words = sorted(word for word in known if word[0].isalnum() and word == word.lower())
+    raise UserError(f"prompt {prompt!r} has words outside the model's vocabulary: {', '.join(unknown)}. "
+                    f"Known words ({len(words)}): {', '.join(words)}")
+
+
 def encode_prompt(prompt: str, tokenizer: WordTokenizer, max_tokens: int) -> list[int]:
     """Return the prompt segment `<|im_start|> Please create the image step-by-step : PROMPT <|im_end|>`.
 
@@ -45,11 +61,7 @@ def encode_prompt(prompt: str, tokenizer: WordTokenizer, max_tokens: int) -> lis
     """
     if not prompt.strip():
         raise UserError("empty prompt; pass a description such as --prompt='a photo of a red circle'")
-    known = set(tokenizer.vocabulary)
-    unknown = sorted({word for word in split_words(prompt) if word not in known})
-    if unknown:
-        raise UserError(f"prompt {prompt!r} has words outside the model's vocabulary: {', '.join(unknown)}; "
-                        "use the Shapes world's shape, colour and relation names")
+    check_vocabulary(prompt, tokenizer)
     ids = [tokenizer.im_start_id] + tokenizer.encode(grammar.prompt_text(prompt)) + [tokenizer.im_end_id]
     if len(ids) > max_tokens:
         raise UserError(f"prompt {prompt!r} takes {len(ids)} tokens but config.sample.max_prompt_tokens is "
