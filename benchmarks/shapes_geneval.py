@@ -5,9 +5,14 @@ For each model workdir this samples the slice in GenEval's layout (`python -m ps
 `trace.json` for the process statistics: rounds and images per prompt, denoising steps per prompt,
 how often Inspect asked for a refinement, and how often the image after it passes the judge.
 
+It also scores a chance row: images of random 4 x 4-pixel blocks in palette colours on the
+background, the look of an undertrained pixel-patch model. A model's score means little until it
+clears that row, because the judge credits any block of the right colour that it reads as the right
+shape.
+
 Usage:
   python benchmarks/shapes_geneval.py --run NAME=CONFIG_SPEC=WORKDIR [--run ...] --out DIR
-      [--per_tag 6] [--samples 1]
+      [--per_tag 6] [--samples 1] [--chance_samples 4]
 
 The slice takes the first `per_tag` in-distribution and the first `per_tag` held-out prompts of
 every tag of `pstroke/world/assets/shapes_geneval.jsonl` (tags without held-out prompts give
@@ -20,7 +25,11 @@ import pathlib
 import subprocess
 import sys
 
+import numpy as np
+from PIL import Image
+
 from pstroke.world import benchmark
+from pstroke.world.scene import BACKGROUND, PALETTE
 
 BENCHMARK = pathlib.Path(__file__).resolve().parents[1] / "pstroke" / "world" / "assets" / "shapes_geneval.jsonl"
 
@@ -40,6 +49,27 @@ def select_slice(rows: list[dict], per_tag: int) -> list[dict]:
 def run(command: list[str]) -> None:
     print("+", " ".join(command), flush=True)
     subprocess.run(command, check=True)
+
+
+def random_blocks(rng: np.random.Generator, canvas: int = 32, block: int = 4, coverage: float = 0.15) -> np.ndarray:
+    """Return a [canvas, canvas, 3] uint8 image: each block x block cell is a random palette colour
+    with probability `coverage`, else the background."""
+    cells = canvas // block
+    colours = np.array([BACKGROUND] + list(PALETTE.values()), np.uint8)
+    filled = rng.random((cells, cells)) < coverage
+    choice = np.where(filled, rng.integers(1, len(colours), (cells, cells)), 0)
+    return np.repeat(np.repeat(colours[choice], block, axis=0), block, axis=1)
+
+
+def write_chance_images(rows: list[dict], out: pathlib.Path, samples: int, seed: int = 0) -> None:
+    """Write `samples` random-block images per prompt of `rows` in GenEval's folder layout."""
+    rng = np.random.default_rng(seed)
+    for index, row in enumerate(rows):
+        folder = out / f"{index:05d}"
+        (folder / "samples").mkdir(parents=True, exist_ok=True)
+        (folder / "metadata.jsonl").write_text(json.dumps(row) + "\n")
+        for sample in range(samples):
+            Image.fromarray(random_blocks(rng)).save(folder / "samples" / f"{sample:04d}.png")
 
 
 def rollout_statistics(folder: pathlib.Path, records: list[dict], num_steps: int) -> dict:
@@ -76,6 +106,8 @@ def main() -> None:
     parser.add_argument("--per_tag", type=int, default=6, help="Prompts per tag and split.")
     parser.add_argument("--samples", type=int, default=1, help="Samples per prompt.")
     parser.add_argument("--num_steps", type=int, default=25, help="Sampler timesteps (config.sample.num_steps).")
+    parser.add_argument("--chance_samples", type=int, default=4,
+                        help="Random-block images per prompt for the chance row; 0 leaves the row out.")
     args = parser.parse_args()
 
     rows = select_slice(benchmark.read_jsonl(BENCHMARK), args.per_tag)
@@ -85,6 +117,13 @@ def main() -> None:
     print(f"{len(rows)} prompts x {args.samples} samples", flush=True)
 
     table = {}
+    if args.chance_samples > 0:
+        chance = args.out / "chance"
+        write_chance_images(rows, chance, args.chance_samples)
+        run([sys.executable, "-m", "pstroke.evaluate", f"--images={chance}"])
+        results = json.loads((chance / "results.json").read_text())
+        table["chance"] = {"results": {k: v for k, v in results.items() if k != "records"}}
+
     for spec in args.run:
         name, config, workdir = spec.split("=", 2)
         images = args.out / name
