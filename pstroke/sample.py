@@ -63,7 +63,8 @@ def main(argv: Sequence[str]) -> None:
         prompts = [normalize_prompt(prompt) for prompt in prompts]
     tokenizer = sampling.build_tokenizer(config)
     for prompt in prompts:
-        sampling.encode_prompt(prompt, tokenizer, config.sample.max_prompt_tokens)
+        sampling.encode_prompt(prompt, tokenizer, config.sample.max_prompt_tokens,
+                               sampling.single_step_prompts(config))
 
     params, step = restore.restore_params(config, WORKDIR.value)
     logging.info("sampling %d prompts with the checkpoint of step %d", len(prompts), step)

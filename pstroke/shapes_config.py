@@ -28,7 +28,8 @@ def shapes_config(variant: str, model: ml_collections.ConfigDict, canvas: int = 
     config.mesh = train_config.default_mesh()
     config.sample = rollout_config.default_config()
     if variant == "baseline":
-        # The single-step model draws one image after the prompt and is scored on it.
+        # The single-step model reads the bare prompt, draws one image and is scored on it.
         config.data.t2i_fraction = 1.0
         config.sample.max_rounds = 1
+        config.sample.prompt_format = "single_step"
     return config

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from pstroke.data.tokenizer import build_tokenizer
@@ -17,7 +18,7 @@ def tokenizer():
 def test_unknown_words_all_named(tokenizer):
     with pytest.raises(UserError) as error:
         sampling.encode_prompt("a photo of a zebra near a red dragon", tokenizer, 40)
-    message = str(error.value)
+    message = str(error.value).split("Known words")[0]
     assert "dragon" in message
     assert "near" in message
     assert "zebra" in message
@@ -76,3 +77,25 @@ def test_geneval_metadata_errors_name_line(tmp_path, content, fragment):
 
     with pytest.raises(UserError, match=fragment):
         sampling.read_geneval_metadata(path)
+
+
+@pytest.mark.parametrize("variant", ["process", "baseline"])
+def test_prompt_segment_matches_training_samples(variant):
+    from pstroke.config import load_config
+    from pstroke.data import pipeline
+
+    config = load_config(f"configs/shapes_tiny.py:{variant}")
+    tokenizer = build_tokenizer(config)
+    record = pipeline.record_source(config, "train")[0]
+    sample = pipeline.record_to_sample(record, np.random.default_rng(0), tokenizer, config)
+    first_end = list(sample["token_id"]).index(tokenizer.im_end_id)
+
+    ids = sampling.encode_prompt(record["prompt"], tokenizer, 40, sampling.single_step_prompts(config))
+    assert ids == [int(token) for token in sample["token_id"][:first_end + 1]]
+
+
+def test_unknown_prompt_format_named(tokenizer):
+    config = testing.tiny_config()
+    config.sample.prompt_format = "one_shot"
+    with pytest.raises(UserError, match="one_shot"):
+        sampling.single_step_prompts(config)

@@ -13,6 +13,9 @@ def default_config() -> ml_collections.ConfigDict:
     config.max_rounds = 8  # static length of the scan over rounds
     config.max_text_tokens = 48  # generated text tokens per segment, without its two markers
     config.max_prompt_tokens = 40  # prompt segment, both markers included
+    # "process" prefixes the prompt with the step-by-step request of process samples; "single_step"
+    # gives the bare prompt, as the text-to-image training samples (data.t2i_fraction) begin.
+    config.prompt_format = "process"
     config.batch_size = 16  # prompts per rollout call of `python -m pstroke.sample`
     config.seed = 0
 

@@ -17,7 +17,7 @@ import ml_collections
 import numpy as np
 import tqdm
 
-from pstroke.data import grammar
+from pstroke.data import pipeline
 from pstroke.data.tokenizer import WordTokenizer, build_tokenizer, split_words
 from pstroke.errors import UserError
 from pstroke.rollout import output
@@ -52,8 +52,23 @@ def check_vocabulary(prompt: str, tokenizer: WordTokenizer) -> None:
                     f"Known words ({len(words)}): {', '.join(words)}")
 
 
-def encode_prompt(prompt: str, tokenizer: WordTokenizer, max_tokens: int) -> list[int]:
-    """Return the prompt segment `<|im_start|> Please create the image step-by-step : PROMPT <|im_end|>`.
+def single_step_prompts(config: ml_collections.ConfigDict) -> bool:
+    """Return whether `config.sample.prompt_format` asks for single-step prompts.
+
+    Raises:
+      UserError: the format is neither "process" nor "single_step".
+    """
+    prompt_format = config.sample.prompt_format
+    if prompt_format not in ("process", "single_step"):
+        raise UserError(f"invalid sample.prompt_format {prompt_format!r}: use 'process' or 'single_step'")
+    return prompt_format == "single_step"
+
+
+def encode_prompt(prompt: str, tokenizer: WordTokenizer, max_tokens: int, single_step: bool = False) -> list[int]:
+    """Return the prompt segment with its markers, exactly as training samples begin.
+
+    The process format is `Please create the image step-by-step : PROMPT`; the single-step
+    format (`single_step=True`, the text-to-image baseline's) is the bare prompt.
 
     Raises:
       UserError: the prompt is empty, has words outside the vocabulary (all of them are named), or
@@ -62,7 +77,7 @@ def encode_prompt(prompt: str, tokenizer: WordTokenizer, max_tokens: int) -> lis
     if not prompt.strip():
         raise UserError("empty prompt; pass a description such as --prompt='a photo of a red circle'")
     check_vocabulary(prompt, tokenizer)
-    ids = [tokenizer.im_start_id] + tokenizer.encode(grammar.prompt_text(prompt)) + [tokenizer.im_end_id]
+    ids = pipeline.prompt_tokens(prompt, tokenizer, single_step)
     if len(ids) > max_tokens:
         raise UserError(f"prompt {prompt!r} takes {len(ids)} tokens but config.sample.max_prompt_tokens is "
                         f"{max_tokens}; shorten the prompt or raise --config.sample.max_prompt_tokens")
@@ -189,7 +204,8 @@ def _batches(items: Sequence, size: int):
 def _run_all(sampler: Sampler, prompts: Sequence[str], seeds: Sequence[int]):
     """Yield (batch start, trajectories) for every batch of prompts, with a progress bar over prompts."""
     max_tokens = sampler.config.sample.max_prompt_tokens
-    segments = [encode_prompt(prompt, sampler.tokenizer, max_tokens) for prompt in prompts]
+    single_step = single_step_prompts(sampler.config)
+    segments = [encode_prompt(prompt, sampler.tokenizer, max_tokens, single_step) for prompt in prompts]
     if sampler.compiled is None:
         log.info("compiling the rollout (batch %d, %d rounds)", sampler.config.sample.batch_size,
                  sampler.settings.max_rounds)
