@@ -41,7 +41,7 @@ def load_image(path: pathlib.Path) -> np.ndarray:
         with Image.open(path) as opened:
             image = opened.convert("RGB")
     except (UnidentifiedImageError, OSError) as error:
-        raise UserError(f"cannot read image {str(path)!r} ({error.__class__.__name__}); expected a PNG or JPEG file")
+        raise UserError(f"cannot read image {str(path)!r} ({error.__class__.__name__}); expected a PNG file")
     width, height = image.size
     if width != height:
         raise UserError(f"image {str(path)!r} is {width}x{height}; the evaluator needs square images, as rendered")
@@ -70,6 +70,8 @@ def validate_metadata(metadata: dict, where: str) -> None:
 
 def prompt_folders(images: pathlib.Path) -> list[pathlib.Path]:
     """Return the `<digits>` subfolders of `images`, sorted by index."""
+    if images.exists() and not images.is_dir():
+        raise UserError(f"--images={str(images)!r} is a file; pass the folder that holds the <index>/ prompt folders")
     if not images.is_dir():
         raise UserError(f"image folder not found: {str(images)!r}")
     folders = sorted((p for p in images.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))

@@ -187,6 +187,13 @@ def test_evaluate_command_prints_one_line_error(tmp_path):
     assert "Traceback" not in completed.stderr
 
 
+def test_file_passed_as_image_folder_is_named(tmp_path):
+    not_a_folder = tmp_path / "results.json"
+    not_a_folder.write_text("{}")
+    with pytest.raises(evaluate.UserError, match="is a file"):
+        evaluate.prompt_folders(not_a_folder)
+
+
 def test_benchmark_regenerates_byte_identically(tmp_path):
     out = tmp_path / "benchmark.jsonl"
     benchmark.main(["--out", str(out)])

@@ -104,3 +104,11 @@ def test_text_image_pairs_skip_partial_rounds():
     assert len(pairs) == 1
     assert pairs[0][0] == "<ins> add a red circle </ins>"
     np.testing.assert_array_equal(pairs[0][1], _image(200))
+
+
+def test_cut_strip_caption_is_marked():
+    words = " ".join(f"word{index}" for index in range(200))
+    lines = output.caption_lines(words)
+    assert len(lines) == output.STRIP_TEXT_LINES
+    assert lines[-1].endswith("[...]")
+    assert output.caption_lines("1: the image matches the prompt")[-1].endswith("prompt")

@@ -79,7 +79,7 @@ def test_geneval_metadata_layout_is_scored(random_workdir, tmp_path):
 def test_unknown_words_are_named(random_workdir, tmp_path):
     result = _sample(f"--workdir={random_workdir}", f"--outdir={tmp_path}",
                      "--prompt=a photo of a Zebra near a dragon")
-    _assert_one_line_error(result, "dragon, near, zebra", "vocabulary")
+    _assert_one_line_error(result, "'dragon', 'near', 'zebra'", "vocabulary")
 
     error = next(line for line in result.stderr.splitlines() if line.startswith("error: "))
     listed = error.split("Known words")[1].split(": ", 1)[1].split(", ")

@@ -101,6 +101,12 @@ def write_trace(folder: pathlib.Path, trajectory: Trajectory, image_files: dict[
     (folder / "trace.json").write_text(json.dumps(trace, indent=2) + "\n")
 
 
+def caption_lines(caption: str) -> list[str]:
+    """Wrap a strip caption into at most STRIP_TEXT_LINES lines; a cut caption ends with " [...]"
+    (trace.json and trajectory.html keep the whole text)."""
+    return textwrap.wrap(caption, STRIP_CHARS_PER_LINE, max_lines=STRIP_TEXT_LINES, placeholder=" [...]")
+
+
 def render_strip(trajectory: Trajectory) -> Image.Image:
     """Draw every round as a column: its image (or a grey box) with its text below, prompt on top."""
     font = ImageFont.load_default(size=STRIP_FONT_SIZE)
@@ -119,8 +125,7 @@ def render_strip(trajectory: Trajectory) -> Image.Image:
         else:
             draw.rectangle((left, header, left + STRIP_CELL - 1, header + STRIP_CELL - 1), fill=(225, 225, 225))
         caption = f"{round_.index}: {round_.text or '(no text)'}"
-        lines = textwrap.wrap(caption, STRIP_CHARS_PER_LINE)[:STRIP_TEXT_LINES]
-        for line_index, line in enumerate(lines):
+        for line_index, line in enumerate(caption_lines(caption)):
             draw.text((left + 3, header + STRIP_CELL + 2 + line_index * STRIP_LINE_HEIGHT), line, fill="black",
                       font=font)
     return strip

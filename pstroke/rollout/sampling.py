@@ -48,7 +48,8 @@ def check_vocabulary(prompt: str, tokenizer: WordTokenizer) -> None:
         return
 
     words = sorted(word for word in known if word[0].isalnum() and word == word.lower())
-    raise UserError(f"prompt {prompt!r} has words outside the model's vocabulary: {', '.join(unknown)}. "
+    raise UserError(f"prompt {prompt!r} has words outside the model's vocabulary: "
+                    f"{', '.join(repr(word) for word in unknown)}. "
                     f"Known words ({len(words)}): {', '.join(words)}")
 
 
