@@ -37,3 +37,54 @@ def test_second_sigint_interrupts_at_once():
         with pytest.raises(KeyboardInterrupt):
             _deliver(signal.SIGINT)
     assert signal.getsignal(signal.SIGINT) is before
+
+
+class _FakeState:
+    """The two fields `_run_steps` reads from a train state."""
+
+    def __init__(self):
+        import jax
+        import jax.numpy as jnp
+
+        self.step = jnp.zeros((), jnp.int32)
+        self.rng = jax.random.PRNGKey(0)
+
+
+class _FakeCheckpointer:
+    def __init__(self):
+        self.saved = []
+
+    def should_save(self, step):
+        return False
+
+    def save(self, step, state, data_state, force=False):
+        self.saved.append(step)
+
+
+@pytest.mark.parametrize("steps, expected", [(1, "training is complete"), (3, "saved step 1 of 3")])
+def test_stop_message_says_whether_steps_remain(tmp_path, caplog, steps, expected):
+    import ml_collections
+
+    from pstroke.train.loop import _run_steps
+
+    stop = _StopFlag()
+
+    def step_fn(state, batch, rng):
+        stop.requested, stop.signal_name = True, "SIGTERM"  # the signal lands during the step
+        return state, {"loss": 1.0, "ce": 0.5, "mse": 0.5, "tokens": 8.0}
+
+    class _Data:
+        def __next__(self):
+            return {}
+
+        def get_state(self):
+            return {}
+
+    checkpointer = _FakeCheckpointer()
+    config = ml_collections.ConfigDict({"steps": steps, "log_every": 1})
+    with caplog.at_level("WARNING"):
+        _run_steps(_FakeState(), step_fn, _Data(), checkpointer, tmp_path, config, stop)
+
+    assert checkpointer.saved == [1]
+    assert expected in caplog.text
+    assert ("Rerun to continue" in caplog.text) == (steps > 1)

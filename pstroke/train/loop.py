@@ -345,8 +345,12 @@ def _run_steps(state, step_fn, data, checkpointer, path, train_config, stop) -> 
         if stop.requested:
             if saved_step != step:
                 checkpointer.save(step, state, data.get_state(), force=True)
-            log.warning("%s received: saved step %d of %d and stopped. Rerun to continue", stop.signal_name, step,
-                        train_config.steps)
+            if step < train_config.steps:
+                log.warning("%s received: saved step %d of %d and stopped. Rerun to continue", stop.signal_name,
+                            step, train_config.steps)
+            else:
+                log.warning("%s received after the last step: saved step %d, training is complete",
+                            stop.signal_name, step)
     finally:
         writer.close()
     return last
