@@ -55,8 +55,11 @@ def _parse_flags(argv: Sequence[str]) -> Sequence[str]:
     except flags.Error as error:
         message = str(error)
         if "Traceback" in message:  # ml_collections embeds the config file's traceback in the message
-            message = f"{message.split(':', 1)[0]}: {message.strip().splitlines()[-1]}"
+            message = _config_file_error(argv, message)
         _exit_with(_describe_unknown_override(argv) or message)
+    except SyntaxError as error:
+        _exit_with(f"config file {error.filename!r} is not a Python config file (line {error.lineno}: {error.msg}); "
+                   "pass a file such as configs/shapes_tiny.py")
     except (AttributeError, KeyError, TypeError, ValueError) as error:
         _exit_with(_describe_unknown_override(argv) or f"invalid config override: {error}")
 
@@ -76,6 +79,18 @@ def _parse_flags(argv: Sequence[str]) -> Sequence[str]:
         if value is None:
             _exit_with(f"missing --{name}: pass a config file such as --{name}=configs/shapes_tiny.py")
     return remaining
+
+
+def _config_file_error(argv: Sequence[str], message: str) -> str:
+    """Return one line for an error raised while loading a config file: the flag as typed, then the
+    exception's own message without its class name."""
+    name = message.removeprefix("flag --").split("=", 1)[0]
+    spec = _config_spec(argv, name)
+    last = message.strip().splitlines()[-1]
+    kind, separator, text = last.partition(": ")
+    if not separator or not kind.isidentifier():
+        text = last
+    return f"--{name}={spec}: {text}" if spec is not None else text
 
 
 def _with_default_config_files(argv: Sequence[str]) -> list[str]:

@@ -63,6 +63,20 @@ def test_cli_missing_config_file_exits_cleanly():
     assert "Traceback" not in result.stderr
 
 
+def test_cli_unknown_variant_quotes_the_flag():
+    result = _run_cli("--config=configs/shapes_tiny.py:basline")
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: --config=configs/shapes_tiny.py:basline: unknown config variant 'basline'")
+    assert "ValueError" not in result.stderr
+
+
+def test_cli_non_python_config_file_exits_cleanly():
+    result = _run_cli("--config=README.md")
+    assert result.returncode == 2
+    assert "'README.md' is not a Python config file" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_baseline_variant_trains_single_step():
     assert load_config("configs/shapes_tiny.py:baseline").data.t2i_fraction == 1.0
     assert load_config("configs/shapes_tiny.py").data.t2i_fraction == 0.0
