@@ -1,6 +1,6 @@
 """BAGEL-7B-MoT: the released model's exact sizes, for fine-tuning the converted checkpoint.
 
-Usage: --config=configs/bagel_7b.py. Load weights with `pstroke.model.convert.load_bagel(folder,
+Usage: --config=configs/bagel_7b.py (the file has no variants). Load weights with `pstroke.model.convert.load_bagel(folder,
 config.model)` from a folder holding `ema.safetensors` and `ae.safetensors`.
 """
 
@@ -27,6 +27,9 @@ BAGEL = dict(visual_und=True, latent_patch_size=2, max_latent_size=64, vit_max_n
 
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
+    if variant:
+        raise ValueError(f"unknown config variant {variant!r}: configs/bagel_7b.py has no variants, "
+                         "pass --config=configs/bagel_7b.py")
     config = ml_collections.ConfigDict()
     config.variant = variant
     config.world = world_config.default_config(canvas=1024)

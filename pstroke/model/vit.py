@@ -14,6 +14,35 @@ import jax.numpy as jnp
 from pstroke.model.embed import dense
 
 
+class MultiAxisDense(nn.Module):
+    """A Linear over several trailing axes: kernel [*in, *out] and bias [*out], each with logical names.
+
+    Written by hand because nn.DenseGeneral creates its kernel at a flattened rank-2 shape first.
+    Under a mesh, the rank-3 logical sharding of the initialiser is then applied to that rank-2 value,
+    which raises a ValueError.
+    """
+
+    in_features: tuple[int, ...]
+    out_features: tuple[int, ...]
+    axes: tuple[str, ...]  # Logical names of the in axes, followed by the out axes.
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        """Contract the last len(in_features) axes of x with the kernel and return [..., *out_features]."""
+        in_rank = len(self.in_features)
+        init = nn.initializers.lecun_normal(in_axis=tuple(range(in_rank)),
+                                            out_axis=tuple(range(in_rank, len(self.axes))))
+        kernel = self.param("kernel", nn.with_logical_partitioning(init, self.axes),
+                            self.in_features + self.out_features, jnp.float32)
+        bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, self.axes[in_rank:]),
+                          self.out_features, jnp.float32)
+
+        contract = (tuple(range(x.ndim - in_rank, x.ndim)), tuple(range(in_rank)))
+        y = jax.lax.dot_general(x.astype(self.dtype), kernel.astype(self.dtype), (contract, ((), ())))
+        return y + bias.astype(self.dtype)
+
+
 class ViTLayer(nn.Module):
     """Pre-LN encoder layer: x += out_proj(attn(LN1 x)); x += fc2(gelu_tanh(fc1(LN2 x)))."""
 
@@ -24,22 +53,16 @@ class ViTLayer(nn.Module):
     def __call__(self, x, mask):
         vit = self.config
         head_dim = vit.hidden_size // vit.num_heads
-        axes = ("vit_embed", "vit_heads", "head_dim")
 
         def head_proj(name):
-            return nn.DenseGeneral((vit.num_heads, head_dim), dtype=self.dtype, param_dtype=jnp.float32,
-                                   kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), axes),
-                                   bias_init=nn.with_logical_partitioning(nn.initializers.zeros, axes[1:]),
-                                   name=name)
+            return MultiAxisDense((vit.hidden_size,), (vit.num_heads, head_dim),
+                                  ("vit_embed", "vit_heads", "head_dim"), self.dtype, name=name)
 
         normed = layer_norm(vit.layer_norm_eps, self.dtype, "layer_norm1")(x)
         query, key, value = (head_proj(name)(normed) for name in ("q_proj", "k_proj", "v_proj"))
         attended = jax.nn.dot_product_attention(query, key, value, mask=mask[:, None])
-        out_axes = ("vit_heads", "head_dim", "vit_embed")
-        out = nn.DenseGeneral(vit.hidden_size, axis=(-2, -1), dtype=self.dtype, param_dtype=jnp.float32,
-                              kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), out_axes),
-                              bias_init=nn.with_logical_partitioning(nn.initializers.zeros, out_axes[2:]),
-                              name="out_proj")(attended)
+        out = MultiAxisDense((vit.num_heads, head_dim), (vit.hidden_size,), ("vit_heads", "head_dim", "vit_embed"),
+                             self.dtype, name="out_proj")(attended)
         x = x + out
 
         normed = layer_norm(vit.layer_norm_eps, self.dtype, "layer_norm2")(x)
