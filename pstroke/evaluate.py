@@ -71,7 +71,8 @@ def validate_metadata(metadata: dict, where: str) -> None:
 def prompt_folders(images: pathlib.Path) -> list[pathlib.Path]:
     """Return the `<digits>` subfolders of `images`, sorted by index."""
     if images.exists() and not images.is_dir():
-        raise UserError(f"--images={str(images)!r} is a file; pass the folder that holds the <index>/ prompt folders")
+        raise UserError(f"invalid --images={str(images)!r}: it is a file, not a folder. Pass the folder that "
+                        "contains the <index>/ prompt folders")
     if not images.is_dir():
         raise UserError(f"image folder not found: {str(images)!r}")
     folders = sorted((p for p in images.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))

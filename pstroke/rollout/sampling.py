@@ -54,7 +54,7 @@ def check_vocabulary(prompt: str, tokenizer: WordTokenizer) -> None:
 
 
 def single_step_prompts(config: ml_collections.ConfigDict) -> bool:
-    """Return whether `config.sample.prompt_format` asks for single-step prompts.
+    """Return whether `config.sample.prompt_format` selects single-step prompts.
 
     Raises:
       UserError: the format is neither "process" nor "single_step".
