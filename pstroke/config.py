@@ -7,6 +7,7 @@ does not exist. `load_config` gives scripts and tests the same behaviour without
 
 import difflib
 import importlib.util
+import inspect
 import pathlib
 import sys
 from typing import Callable, Sequence
@@ -50,6 +51,7 @@ def run_cli(main: Callable[[Sequence[str]], None]) -> None:
 def _parse_flags(argv: Sequence[str]) -> Sequence[str]:
     """Parse absl flags; print one line naming the bad flag or config key and exit 2 on failure."""
     argv = _with_default_config_files(argv)
+    _check_config_variants(argv)
     try:
         remaining = flags.FLAGS(argv)
     except flags.Error as error:
@@ -91,6 +93,25 @@ def _config_file_error(argv: Sequence[str], message: str) -> str:
     if not separator or not kind.isidentifier():
         text = last
     return f"--{name}={spec}: {text}" if spec is not None else text
+
+
+def _check_config_variants(argv: Sequence[str]) -> None:
+    """Exit with one line for a config flag given as `path.py:` with nothing after the colon.
+
+    This runs before ml_collections, which would pass "" to `get_config` as the variant.
+    """
+    for name in flags.FLAGS:
+        if not config_flags.config_flags.is_config_flag(flags.FLAGS[name]):
+            continue
+        spec = _config_spec(argv, name)
+        if spec is None or not spec.endswith(":"):
+            continue
+        path = spec.partition(":")[0]
+        try:
+            module = _load_config_module(path)
+        except (UserError, OSError, ImportError, SyntaxError):
+            continue  # the flag parser reports a config file that fails to load
+        _exit_with(f"--{name}={spec}: {_empty_variant_message(path, module)}")
 
 
 def _with_default_config_files(argv: Sequence[str]) -> list[str]:
@@ -188,15 +209,13 @@ def load_config(spec: str, overrides: Sequence[str] = ()) -> ml_collections.Conf
     """Load `path.py[:variant]` and apply `a.b=value` overrides.
 
     Raises:
-      UserError: the file is missing, or an override names a key the config does not have.
+      UserError: the file is missing, the variant after a ':' is empty, or an override names a key
+        the config does not have.
     """
-    path, _, variant = spec.partition(":")
-    file = pathlib.Path(path)
-    if not file.is_file():
-        raise UserError(f"config file not found: {path!r}; pass an existing file such as configs/shapes_tiny.py")
-    module_spec = importlib.util.spec_from_file_location(f"pstroke_config_{file.stem}", file)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
+    path, colon, variant = spec.partition(":")
+    module = _load_config_module(path)
+    if colon and not variant:
+        raise UserError(f"invalid config {spec!r}: {_empty_variant_message(path, module)}")
     try:
         config = module.get_config(variant) if variant else module.get_config()
     except ValueError as error:
@@ -208,6 +227,46 @@ def load_config(spec: str, overrides: Sequence[str] = ()) -> ml_collections.Conf
             raise UserError(f"invalid override {override!r}: expected KEY=VALUE, e.g. train.steps=100")
         _set_by_path(config, key, text)
     return config
+
+
+def _load_config_module(path: str):
+    """Import the config file `path` as a module.
+
+    Raises:
+      UserError: the file does not exist.
+    """
+    file = pathlib.Path(path)
+    if not file.is_file():
+        raise UserError(f"config file not found: {path!r}; pass an existing file such as configs/shapes_tiny.py")
+    module_spec = importlib.util.spec_from_file_location(f"pstroke_config_{file.stem}", file)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module
+
+
+def _empty_variant_message(path: str, module) -> str:
+    """Return the error for `path:`, naming the file's variants where they are known."""
+    empty = "the config variant after ':' is empty"
+    parameters = list(inspect.signature(module.get_config).parameters.values())
+    default = parameters[0].default if parameters else inspect.Parameter.empty
+    if default in ("", inspect.Parameter.empty):
+        return f"{empty}, and {path} has no variants; drop the colon"
+    variants = _known_variants(module)
+    choices = " or ".join(f"{path}:{name}" for name in variants) if variants else f"{path}:VARIANT"
+    return f"{empty}; pass {choices}, or drop the colon for the default variant {default!r}"
+
+
+def _known_variants(module) -> tuple[str, ...]:
+    """Return the variants that a config file's `get_config` accepts, or () when they are unknown.
+
+    They are the file's `VARIANTS`, or those of `pstroke.shapes_config` for a file built on it.
+    """
+    from pstroke import shapes_config
+
+    variants = getattr(module, "VARIANTS", None)
+    if variants is None and getattr(module, "shapes_config", None) is shapes_config.shapes_config:
+        variants = shapes_config.VARIANTS
+    return tuple(variants or ())
 
 
 def _set_by_path(config: ml_collections.ConfigDict, key: str, text: str) -> None:

@@ -70,6 +70,24 @@ def test_cli_unknown_variant_quotes_the_flag():
     assert "ValueError" not in result.stderr
 
 
+def test_cli_empty_variant_names_variants():
+    result = _run_cli("--config=configs/shapes_tiny.py:")
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: --config=configs/shapes_tiny.py:: the config variant after ':' is empty")
+    assert "configs/shapes_tiny.py:process or configs/shapes_tiny.py:baseline" in lines[0]
+    assert "drop the colon" in lines[0]
+    assert lines[0].count("'") % 2 == 0, "unbalanced quote"
+
+
+def test_cli_empty_variant_without_variants():
+    result = _run_cli("--config=configs/bagel_7b.py:")
+    assert result.returncode == 2
+    assert "configs/bagel_7b.py has no variants; drop the colon" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_cli_non_python_config_file_exits_cleanly():
     result = _run_cli("--config=README.md")
     assert result.returncode == 2
@@ -85,3 +103,10 @@ def test_baseline_variant_trains_single_step():
 def test_unknown_variant_is_user_error():
     with pytest.raises(UserError, match="basline"):
         load_config("configs/shapes_tiny.py:basline")
+
+
+@pytest.mark.parametrize("spec", ["configs/shapes_tiny.py:", "configs/bagel_7b.py:"])
+def test_empty_variant_is_user_error(spec):
+    with pytest.raises(UserError, match="variant after ':' is empty") as error:
+        load_config(spec)
+    assert "drop the colon" in str(error.value)
