@@ -82,12 +82,13 @@ def test_unknown_words_are_named(random_workdir, tmp_path):
     _assert_one_line_error(result, "'dragon', 'near', 'zebra'", "vocabulary")
 
     error = next(line for line in result.stderr.splitlines() if line.startswith("error: "))
-    listed = error.split("Known words")[1].split(": ", 1)[1].split(", ")
+    listed = error.split("Prompt words: ")[1].split(", ")
     assert "circle" in listed
     assert "triangle" in listed
     assert "left" in listed
     assert listed == sorted(listed)
     assert "zebra" not in listed
+    assert "swap" not in listed
 
 
 def test_empty_prompt_rejected(random_workdir, tmp_path):

@@ -18,11 +18,23 @@ def tokenizer():
 def test_unknown_words_all_named(tokenizer):
     with pytest.raises(UserError) as error:
         sampling.encode_prompt("a photo of a zebra near a red dragon", tokenizer, 40)
-    message = str(error.value).split("Known words")[0]
+    message = str(error.value).split("Prompt words")[0]
     assert "dragon" in message
     assert "near" in message
     assert "zebra" in message
     assert "red," not in message
+
+
+def test_unknown_words_list_prompt_words(tokenizer):
+    from pstroke.world import prompts
+
+    with pytest.raises(UserError) as error:
+        sampling.encode_prompt("a photo of a zebra", tokenizer, 40)
+    listed = str(error.value).split("Prompt words: ")[1].split(", ")
+    assert listed == sorted(prompts.VOCABULARY)
+    for planning_word in ("add", "swap", "remove", "canvas", "step-by-step"):
+        assert planning_word in tokenizer.vocabulary
+        assert planning_word not in listed
 
 
 @pytest.mark.parametrize("prompt", ["", "   ", "\t"])

@@ -25,6 +25,7 @@ from pstroke.rollout import rollout as rollout_lib
 from pstroke.rollout.model_steps import build_model_steps
 from pstroke.rollout.rollout import RoundRecord, SamplerSettings, prompt_keys, rollout
 from pstroke.rollout.steps import ModelSteps, SpecialTokens
+from pstroke.world import prompts as world_prompts
 
 log = logging.getLogger(__name__)
 
@@ -37,20 +38,21 @@ def special_tokens(tokenizer: WordTokenizer) -> SpecialTokens:
 
 
 def check_vocabulary(prompt: str, tokenizer: WordTokenizer) -> None:
-    """Raise UserError naming every word of `prompt` outside the tokenizer's vocabulary and listing the known words.
+    """Raise UserError naming every word of `prompt` outside the tokenizer's vocabulary and listing the prompt words.
 
-    The list contains lower-case words only. It leaves out special tokens, punctuation marks (accepted,
-    but not words) and the prompt prefix's capitalised "Please", which a lower-cased prompt cannot contain.
+    The list is the Shapes world's prompt vocabulary (`pstroke.world.prompts.VOCABULARY`: template
+    words, numbers, colours, shapes and relations). It leaves out the words that only the model's
+    plans and inspections use, such as "add" and "swap", which the tokenizer accepts too.
     """
     known = set(tokenizer.vocabulary)
     unknown = sorted({word for word in split_words(prompt) if word not in known})
     if not unknown:
         return
 
-    words = sorted(word for word in known if word[0].isalnum() and word == word.lower())
+    words = sorted(set(world_prompts.VOCABULARY) & known)
     raise UserError(f"prompt {prompt!r} has words outside the model's vocabulary: "
                     f"{', '.join(repr(word) for word in unknown)}. "
-                    f"Known words ({len(words)}): {', '.join(words)}")
+                    f"Prompt words: {', '.join(words)}")
 
 
 def single_step_prompts(config: ml_collections.ConfigDict) -> bool:
