@@ -9,7 +9,8 @@ Stages, each announced in the log as `[demo k/5]` (the training loop's own stage
    (`--pretrained_dir`, a training workdir) into the workdir and restore it. Without that too,
    train `--train_steps` steps from scratch with `pstroke.train.loop.train`. SIGTERM or Ctrl-C
    during training saves the step reached and ends the demo with exit status 1, and rerunning the
-   same command continues training to `--train_steps` before it samples.
+   same command continues training to `--train_steps` before it samples. A stop during the last
+   step ends the demo the same way, and the rerun samples the finished model.
 3. Prompts: a fixed selection from the ShapesGenEval benchmark file, every tag and held-out
    compositions included.
 4. Sampling: one rollout per prompt and sample, written in GenEval's layout to `WORKDIR/samples`,
@@ -72,7 +73,7 @@ UNFINISHED_TRAINING_FILE = "demo_training_unfinished.json"
 
 
 class TrainingStopped(Exception):
-    """The demo's training stage stopped (SIGTERM or Ctrl-C) before its step count."""
+    """SIGTERM or Ctrl-C stopped the demo in its training stage, possibly during the last step."""
 
 
 def latest_checkpoint_step(workdir: pathlib.Path) -> int | None:
@@ -117,10 +118,11 @@ def train_demo_model(config: ml_collections.ConfigDict, workdir: pathlib.Path, s
     20 times.
 
     Raises:
-      TrainingStopped: SIGTERM or Ctrl-C stopped training first. The step reached is saved (unless
-        the stop came before the first step) and `UNFINISHED_TRAINING_FILE` stays in the workdir.
+      TrainingStopped: SIGTERM or Ctrl-C arrived during training. The step reached is saved (unless
+        the stop came before the first step). `UNFINISHED_TRAINING_FILE` stays in the workdir
+        unless that step is `steps`.
     """
-    from pstroke.train.loop import train
+    from pstroke.train.loop import StopRequested, train
 
     config = ml_collections.ConfigDict(config.to_dict())
     config.train.steps = steps
@@ -130,10 +132,13 @@ def train_demo_model(config: ml_collections.ConfigDict, workdir: pathlib.Path, s
     marker = workdir / UNFINISHED_TRAINING_FILE
     marker.write_text(json.dumps({"steps": steps}) + "\n")
 
+    stop_signal = None
     try:
-        train(config, str(workdir))
+        train(config, str(workdir), raise_on_stop=True)
+    except StopRequested as stop:
+        stop_signal = stop.signal_name
     except KeyboardInterrupt:  # a Ctrl-C outside the training steps, or a second one, skips the save
-        pass
+        stop_signal = "SIGINT"
 
     reached = latest_checkpoint_step(workdir)
     if reached is None or reached < steps:
@@ -142,6 +147,10 @@ def train_demo_model(config: ml_collections.ConfigDict, workdir: pathlib.Path, s
                               f"{workdir / 'checkpoints'}. Rerun the same command to continue training. The demo "
                               f"samples once training reaches step {steps}")
     marker.unlink()
+    if stop_signal is not None:
+        raise TrainingStopped(f"{stop_signal} received at the last training step. Training is complete and "
+                              f"the checkpoint of step {reached} is saved in {workdir / 'checkpoints'}. Rerun the "
+                              "same command to sample and score it")
 
 
 def get_model(config: ml_collections.ConfigDict, workdir: pathlib.Path, pretrained: pathlib.Path | None,

@@ -2,6 +2,7 @@
 
 import json
 import os
+import pathlib
 import re
 import shutil
 import signal
@@ -203,3 +204,51 @@ def test_missing_pretrained_dir_rejected(tmp_path):
 
     _assert_one_line_error(result, "--pretrained_dir", str(tmp_path / "nope"))
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def _fake_train(stop_signal):
+    """Return a stand-in for `pstroke.train.loop.train` that saves the last step at once and acts as
+    the loop does when `stop_signal` (if any) lands during that step."""
+    from pstroke.train.loop import StopRequested
+
+    def train(config, workdir, raise_on_stop=False):
+        steps = config.train.steps
+        (pathlib.Path(workdir) / "checkpoints" / str(steps)).mkdir(parents=True)
+        if stop_signal is not None and raise_on_stop:
+            raise StopRequested(stop_signal, steps, steps)
+        return {"loss": 1.0}
+
+    return train
+
+
+def test_stop_in_last_step_ends_demo(tmp_path, monkeypatch):
+    from pstroke import demo
+    from pstroke.config import load_config
+    from pstroke.train import loop
+
+    monkeypatch.setattr(loop, "train", _fake_train("SIGTERM"))
+    workdir = tmp_path / "run"
+    with pytest.raises(demo.TrainingStopped) as stopped:
+        demo.run_demo(load_config("configs/shapes_tiny.py"), workdir, num_prompts=1, samples_per_prompt=1,
+                      train_steps=3, pretrained=None)
+
+    message = str(stopped.value)
+    assert "SIGTERM received at the last training step" in message
+    assert "checkpoint of step 3" in message
+    assert "Rerun the same command to sample" in message
+    assert not (workdir / "samples").exists()
+    assert not (workdir / UNFINISHED_TRAINING_FILE).exists()  # the rerun samples without training
+
+
+def test_finished_demo_training_clears_marker(tmp_path, monkeypatch):
+    from pstroke import demo
+    from pstroke.config import load_config
+    from pstroke.train import loop
+
+    monkeypatch.setattr(loop, "train", _fake_train(None))
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    demo.train_demo_model(load_config("configs/shapes_tiny.py"), workdir, 3)
+
+    assert demo.latest_checkpoint_step(workdir) == 3
+    assert not (workdir / UNFINISHED_TRAINING_FILE).exists()

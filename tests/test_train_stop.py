@@ -61,6 +61,24 @@ class _FakeCheckpointer:
         self.saved.append(step)
 
 
+class _FakeData:
+    def __next__(self):
+        return {}
+
+    def get_state(self):
+        return {}
+
+
+def _stop_in_step(stop):
+    """Return a step function during which SIGTERM lands."""
+
+    def step_fn(state, batch, rng):
+        stop.requested, stop.signal_name = True, "SIGTERM"
+        return state, {"loss": 1.0, "ce": 0.5, "mse": 0.5, "tokens": 8.0}
+
+    return step_fn
+
+
 @pytest.mark.parametrize("steps, expected", [(1, "training is complete"), (3, "saved step 1 of 3")])
 def test_stop_message_says_whether_steps_remain(tmp_path, caplog, steps, expected):
     import ml_collections
@@ -68,23 +86,30 @@ def test_stop_message_says_whether_steps_remain(tmp_path, caplog, steps, expecte
     from pstroke.train.loop import _run_steps
 
     stop = _StopFlag()
-
-    def step_fn(state, batch, rng):
-        stop.requested, stop.signal_name = True, "SIGTERM"  # the signal lands during the step
-        return state, {"loss": 1.0, "ce": 0.5, "mse": 0.5, "tokens": 8.0}
-
-    class _Data:
-        def __next__(self):
-            return {}
-
-        def get_state(self):
-            return {}
-
     checkpointer = _FakeCheckpointer()
     config = ml_collections.ConfigDict({"steps": steps, "log_every": 1})
     with caplog.at_level("WARNING"):
-        _run_steps(_FakeState(), step_fn, _Data(), checkpointer, tmp_path, config, stop)
+        _run_steps(_FakeState(), _stop_in_step(stop), _FakeData(), checkpointer, tmp_path, config, stop)
 
     assert checkpointer.saved == [1]
     assert expected in caplog.text
     assert ("Rerun to continue" in caplog.text) == (steps > 1)
+
+
+@pytest.mark.parametrize("steps", [1, 3])
+def test_stop_raised_after_save_on_request(tmp_path, steps):
+    import ml_collections
+
+    from pstroke.train.loop import StopRequested, _run_steps
+
+    stop = _StopFlag()
+    checkpointer = _FakeCheckpointer()
+    config = ml_collections.ConfigDict({"steps": steps, "log_every": 1})
+    with pytest.raises(StopRequested) as raised:
+        _run_steps(_FakeState(), _stop_in_step(stop), _FakeData(), checkpointer, tmp_path, config, stop,
+                   raise_on_stop=True)
+
+    assert checkpointer.saved == [1]
+    assert raised.value.signal_name == "SIGTERM"
+    assert raised.value.step == 1
+    assert raised.value.steps == steps

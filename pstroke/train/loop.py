@@ -34,6 +34,20 @@ class TrainingDiverged(UserError):
     """A NaN or inf metric stopped training; the last checkpoint was saved before that step."""
 
 
+class StopRequested(Exception):
+    """SIGTERM or Ctrl-C stopped `train(..., raise_on_stop=True)` at `step` of `steps`.
+
+    The checkpoint of `step` is written before the caller sees the exception, also when `step` is the
+    last step. A stop before the first step of a new run has no step to save.
+    """
+
+    def __init__(self, signal_name: str, step: int, steps: int):
+        super().__init__(f"{signal_name} received at step {step} of {steps}")
+        self.signal_name = signal_name
+        self.step = step
+        self.steps = steps
+
+
 def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> pathlib.Path:
     """Create `workdir` and write the resolved config and the git revision into it (process 0).
 
@@ -227,12 +241,12 @@ def _check_finite(step: int, metrics: dict[str, float]) -> None:
                                    f"train.warmup_steps and resume")
 
 
-def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+def train(config: ml_collections.ConfigDict, workdir: str, raise_on_stop: bool = False) -> dict[str, float]:
     """Train for config.train.steps steps in `workdir`, resuming from its latest checkpoint.
 
     Returns the host metrics of the last step. SIGTERM or Ctrl-C during the steps saves the step
-    reached and returns early, so callers that need all steps compare the latest checkpoint with
-    config.train.steps. Raises UserError for a bad workdir, mesh, batch size
+    reached and returns early, or raises StopRequested with `raise_on_stop`, even when the stop
+    came during the last step. Raises UserError for a bad workdir, mesh, batch size
     or checkpoint, and TrainingDiverged (a UserError) for a NaN or inf metric.
     """
     train_config = config.train
@@ -259,7 +273,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
         with jax.set_mesh(mesh), nn.logical_axis_rules(parts.rules), _StopFlag() as stop:
             # Logged once the stop handlers are installed, so from here SIGTERM and Ctrl-C save a checkpoint.
             log.info("[train 5/5] training to step %d", train_config.steps)
-            return _run_steps(state, parts.step_fn, data, checkpointer, path, train_config, stop)
+            return _run_steps(state, parts.step_fn, data, checkpointer, path, train_config, stop, raise_on_stop)
     finally:
         checkpointer.wait()
         checkpointer.close()
@@ -299,8 +313,9 @@ def _load_init_params(state: state_lib.TrainState, parts: Parts,
     return state.replace(params=params, ema_params=ema)
 
 
-def _run_steps(state, step_fn, data, checkpointer, path, train_config, stop) -> dict[str, float]:
-    """Run steps until train.steps or SIGTERM.
+def _run_steps(state, step_fn, data, checkpointer, path, train_config, stop,
+               raise_on_stop: bool = False) -> dict[str, float]:
+    """Run steps until train.steps or SIGTERM, and raise StopRequested after a stop with `raise_on_stop`.
 
     Metrics are fetched one step late, so the host waits only for the step before the one just
     dispatched. Before a checkpoint it also waits for the current step, because only a state whose
@@ -351,6 +366,8 @@ def _run_steps(state, step_fn, data, checkpointer, path, train_config, stop) -> 
             else:
                 log.warning("%s received after the last step: saved step %d, training is complete",
                             stop.signal_name, step)
+            if raise_on_stop:
+                raise StopRequested(stop.signal_name, step, train_config.steps)
     finally:
         writer.close()
     return last
