@@ -22,6 +22,9 @@ from pstroke.errors import UserError, exit_on_user_error
 # Config file used by `run_cli` for a config flag that the command line leaves out, by flag name.
 _DEFAULT_CONFIG_FILES: dict[str, str] = {}
 
+# absl's help flags. In absl-py 2.5.1 they print the help and exit with status 1 while the flags are parsed.
+_HELP_FLAGS = ("help", "?", "helpshort", "helpfull", "helpxml")
+
 
 def define_config_flag(name: str = "config", default: str | None = None,
                        help_string: str = "Config file, e.g. configs/shapes_tiny.py:variant."
@@ -43,7 +46,7 @@ def run_cli(main: Callable[[Sequence[str]], None]) -> None:
 
     ml_collections reports an unknown override key (`--config.train.stepz=5`) with a traceback; this
     prints one line that names the key and exits with 2. A `UserError` raised by `main` is reported
-    the same way.
+    the same way. `--help` and the other help flags exit with 0.
     """
     app.run(exit_on_user_error(main), flags_parser=_parse_flags)
 
@@ -54,6 +57,10 @@ def _parse_flags(argv: Sequence[str]) -> Sequence[str]:
     _check_config_variants(argv)
     try:
         remaining = flags.FLAGS(argv)
+    except SystemExit as exit_request:
+        if exit_request.code == 1 and _requests_help(argv):
+            sys.exit(0)  # the user asked for the help, so printing it is success
+        raise
     except flags.Error as error:
         message = str(error)
         if "Traceback" in message:  # ml_collections embeds the config file's traceback in the message
@@ -81,6 +88,17 @@ def _parse_flags(argv: Sequence[str]) -> Sequence[str]:
         if value is None:
             _exit_with(f"missing --{name}: pass a config file such as --{name}=configs/shapes_tiny.py")
     return remaining
+
+
+def _requests_help(argv: Sequence[str]) -> bool:
+    """Return whether `argv` contains one of absl's help flags, such as `--help` or `-?`."""
+    for argument in argv[1:]:
+        if argument == "--":
+            return False  # absl leaves the arguments after "--" unparsed
+        name = argument.lstrip("-").partition("=")[0]
+        if argument.startswith("-") and name in _HELP_FLAGS:
+            return True
+    return False
 
 
 def _config_file_error(argv: Sequence[str], message: str) -> str:

@@ -88,6 +88,30 @@ def test_cli_empty_variant_without_variants():
     assert "Traceback" not in result.stderr
 
 
+def test_sample_help_exits_zero():
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "pstroke.sample", "--help"], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "--workdir" in result.stdout
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("flag", ["-?", "--helpshort", "--helpfull"])
+def test_cli_help_flags_exit_zero(flag):
+    result = _run_cli(flag)
+    assert result.returncode == 0, result.stderr
+    assert "USAGE" in result.stdout
+
+
+def test_cli_help_false_still_runs():
+    result = _run_cli("--help=false", "--config=configs/shapes_tiny.py")
+    assert result.returncode == 0, result.stderr
+    assert "steps" in result.stdout
+
+
 def test_cli_non_python_config_file_exits_cleanly():
     result = _run_cli("--config=README.md")
     assert result.returncode == 2
