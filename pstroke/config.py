@@ -8,6 +8,7 @@ does not exist. `load_config` gives scripts and tests the same behaviour without
 import difflib
 import importlib.util
 import inspect
+import logging
 import pathlib
 import sys
 from typing import Callable, Sequence
@@ -46,9 +47,30 @@ def run_cli(main: Callable[[Sequence[str]], None]) -> None:
 
     ml_collections reports an unknown override key (`--config.train.stepz=5`) with a traceback; this
     prints one line that names the key and exits with 2. A `UserError` raised by `main` is reported
-    the same way. `--help` and the other help flags exit with 0.
+    the same way. `--help` and the other help flags exit with 0. jax's INFO line for each backend it
+    cannot find is left out of the log.
     """
+    quiet_missing_backend_log()
     app.run(exit_on_user_error(main), flags_parser=_parse_flags)
+
+
+class _MissingBackendFilter(logging.Filter):
+    """Logging filter that drops jax's INFO record "Unable to initialize backend 'tpu': ..." for a missing backend."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno == logging.INFO and record.getMessage().startswith("Unable to initialize backend"))
+
+
+_MISSING_BACKEND_FILTER = _MissingBackendFilter()
+
+
+def quiet_missing_backend_log() -> None:
+    """Leave jax's INFO line about each missing backend (such as 'tpu' on a CPU machine) out of the log.
+
+    Warnings stay: jax 0.10.2 warns on its own when the hardware of a missing backend seems present
+    (`_suggest_missing_backends` in jax/_src/xla_bridge.py). Calling this again adds nothing.
+    """
+    logging.getLogger("jax._src.xla_bridge").addFilter(_MISSING_BACKEND_FILTER)
 
 
 def _parse_flags(argv: Sequence[str]) -> Sequence[str]:

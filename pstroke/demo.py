@@ -296,7 +296,6 @@ def main(argv: Sequence[str]) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger().setLevel(logging.INFO)
     logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax logs every save and restore at INFO
-    logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)  # logs each backend it cannot find
     try:
         run_demo(CONFIG.value, pathlib.Path(WORKDIR.value).expanduser(), NUM_PROMPTS.value,
                  SAMPLES_PER_PROMPT.value, TRAIN_STEPS.value, pretrained)

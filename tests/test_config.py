@@ -1,5 +1,7 @@
 """Config files load, take overrides, and reject misspelled keys by name."""
 
+import logging
+
 import pytest
 
 from pstroke.config import load_config
@@ -110,6 +112,49 @@ def test_cli_help_false_still_runs():
     result = _run_cli("--help=false", "--config=configs/shapes_tiny.py")
     assert result.returncode == 0, result.stderr
     assert "steps" in result.stdout
+
+
+BACKEND_SCRIPT = """
+import logging
+from pstroke.config import define_config_flag, run_cli
+CONFIG = define_config_flag()
+def main(argv):
+    logging.basicConfig(level=logging.INFO)
+    logging.getLogger().setLevel(logging.INFO)
+    import jax
+    print(jax.devices())
+    logging.getLogger("pstroke.progress").info("progress line")
+    logging.getLogger("pstroke.progress").warning("warning line")
+run_cli(main)
+"""
+
+
+def test_cli_hides_missing_backend_line():
+    import os
+    import subprocess
+    import sys
+
+    env = {name: value for name, value in os.environ.items() if name != "JAX_PLATFORMS"}  # as users run it
+    result = subprocess.run([sys.executable, "-c", BACKEND_SCRIPT, "--config=configs/shapes_tiny.py"],
+                            capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "Unable to initialize backend" not in result.stderr
+    assert "progress line" in result.stderr
+    assert "warning line" in result.stderr
+
+
+def test_missing_backend_filter_keeps_warnings(caplog):
+    from pstroke.config import quiet_missing_backend_log
+
+    quiet_missing_backend_log()
+    logger = logging.getLogger("jax._src.xla_bridge")
+    with caplog.at_level(logging.INFO):
+        logger.info("Unable to initialize backend 'tpu': libtpu.so not found")
+        logger.info("another backend message")
+        logger.warning("Unable to initialize backend 'tpu': a warning stays")
+
+    messages = [record.getMessage() for record in caplog.records]
+    assert messages == ["another backend message", "Unable to initialize backend 'tpu': a warning stays"]
 
 
 def test_cli_non_python_config_file_exits_cleanly():
