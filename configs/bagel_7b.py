@@ -38,6 +38,10 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     # "gather" avoids running both 7B experts on every token (2x FLOPs).
     # NOTE: which routing is faster on TPU or GPU is not measured yet (benchmarks/mot_routing.py).
     config.model.mot_routing = "gather"
+    # Keep one residual per layer and recompute the rest in the backward pass: the tiny Shapes step
+    # needs 670 MiB of XLA scratch this way against 2,207 MiB storing everything (BENCHMARKS.md).
+    # NOTE: the memory of a 7B step is not measured yet.
+    config.model.remat = "layer"
     config.data = data_config.default_config()
     config.train = train_config.default_config()
     config.train.lr = 2e-5

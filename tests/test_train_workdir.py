@@ -29,6 +29,15 @@ def test_same_model_config_resumes(tmp_path):
     assert saved["train"]["lr"] == 0.5
 
 
+def test_workdir_saved_before_remat_existed_resumes(tmp_path):
+    old = load_config("configs/shapes_tiny.py")
+    del old.model["remat"]
+    _fake_run(tmp_path, old)
+    loop.prepare_workdir(str(tmp_path), load_config("configs/shapes_tiny.py", ["model.remat=layer"]))
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["model"]["remat"] == "layer"
+
+
 def test_workdir_without_checkpoints_takes_any_config(tmp_path):
     (tmp_path / "config.json").write_text(load_config("configs/shapes_tiny.py").to_json_best_effort())
     loop.prepare_workdir(str(tmp_path), load_config("configs/shapes_base.py"))

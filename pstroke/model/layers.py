@@ -166,6 +166,15 @@ def apply_rope(x: Array, cos: Array, sin: Array) -> Array:
     return x * cos + rotated * sin
 
 
+REMAT_MODES = ("none", "attention", "layer")
+
+
+def check_remat(mode: str) -> None:
+    """Raise ValueError unless `mode` is a known `model.remat` setting."""
+    if mode not in REMAT_MODES:
+        raise ValueError(f"unknown model.remat {mode!r}: use one of {', '.join(REMAT_MODES)}")
+
+
 def attend(query: Array, key: Array, value: Array, mask: Array) -> Array:
     """Grouped-query attention of query [B, T, N, D] over key/value [B, S, K, D] where mask [B, T, S].
 
@@ -204,7 +213,11 @@ class Attention(nn.Module):
         if prefix_kv is not None:
             all_key = jnp.concatenate([prefix_kv[0].astype(key.dtype), key], axis=1)
             all_value = jnp.concatenate([prefix_kv[1].astype(value.dtype), value], axis=1)
-        out = attend(query, all_key, all_value, mask)
+        # Under "attention" remat the backward pass recomputes the scores and probabilities instead
+        # of reading L stored [B, heads, T, S] tensors, which costs more memory traffic than the
+        # recomputation on CPU.
+        attend_fn = jax.checkpoint(attend) if self.config.remat == "attention" else attend
+        out = attend_fn(query, all_key, all_value, mask)
 
         out = MoTDense((heads, head_dim), (hidden,), ("heads", "head_dim", "embed"), False, self.dtype,
                        name="o_proj")(out, routing)
@@ -280,8 +293,10 @@ class LanguageModel(nn.Module):
         self.embed_tokens = nn.Embed(
             llm.vocab_size, llm.hidden_size, dtype=dtype, param_dtype=jnp.float32,
             embedding_init=nn.with_logical_partitioning(nn.initializers.normal(0.02), ("vocab", "embed")))
+        check_remat(self.config.remat)
+        layer = nn.remat(DecoderLayer, prevent_cse=False) if self.config.remat == "layer" else DecoderLayer
         self.layers = nn.scan(
-            DecoderLayer, variable_axes={"params": 0}, split_rngs={"params": True},
+            layer, variable_axes={"params": 0}, split_rngs={"params": True},
             in_axes=(nn.broadcast, 0), length=llm.num_layers,
             metadata_params={nn.PARTITION_NAME: "layers"})(self.config, dtype)
         self.norm = MoTRMSNorm(llm.hidden_size, "embed", llm.rms_norm_eps)

@@ -69,7 +69,7 @@ def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> pathlib.
 
 
 # Model settings that leave the parameter tree unchanged, so a run may resume with other values.
-RESUMABLE_MODEL_KEYS = frozenset({"compute_dtype", "mot_routing"})
+RESUMABLE_MODEL_KEYS = frozenset({"compute_dtype", "mot_routing", "remat"})
 
 
 def _check_same_model(path: pathlib.Path, config: ml_collections.ConfigDict) -> None:
