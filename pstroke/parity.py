@@ -17,8 +17,9 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags
+from absl import flags
 
+from pstroke.config import run_cli
 from pstroke.errors import UserError, exit_on_user_error
 from pstroke.model import convert
 from pstroke.model.config import bagel_model
@@ -136,4 +137,4 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run_cli(main)

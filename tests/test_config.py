@@ -90,14 +90,14 @@ def test_cli_empty_variant_without_variants():
     assert "Traceback" not in result.stderr
 
 
-def test_sample_help_exits_zero():
+@pytest.mark.parametrize("command, flag_name", [("pstroke.sample", "--workdir"), ("pstroke.parity", "--fixtures")])
+def test_command_help_exits_zero(command, flag_name):
     import subprocess
     import sys
 
-    result = subprocess.run([sys.executable, "-m", "pstroke.sample", "--help"], capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run([sys.executable, "-m", command, "--help"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert "--workdir" in result.stdout
+    assert flag_name in result.stdout
     assert "Traceback" not in result.stderr
 
 
