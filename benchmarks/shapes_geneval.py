@@ -12,7 +12,7 @@ shape.
 
 Usage:
   python benchmarks/shapes_geneval.py --run NAME=CONFIG_SPEC=WORKDIR [--run ...] --out DIR
-      [--per_tag 6] [--samples 1] [--chance_samples 4]
+      [--per_tag 6] [--samples 1] [--chance_samples 4] [--override sample.cfg_text_scale=1.5 ...]
 
 The slice takes the first `per_tag` in-distribution and the first `per_tag` held-out prompts of
 every tag of `pstroke/world/assets/shapes_geneval.jsonl` (tags without held-out prompts give
@@ -106,6 +106,8 @@ def main() -> None:
     parser.add_argument("--per_tag", type=int, default=6, help="Prompts per tag and split.")
     parser.add_argument("--samples", type=int, default=1, help="Samples per prompt.")
     parser.add_argument("--num_steps", type=int, default=25, help="Sampler timesteps (config.sample.num_steps).")
+    parser.add_argument("--override", action="append", default=[],
+                        help="KEY=VALUE config override for every run's sampling, e.g. sample.timestep_shift=3.0.")
     parser.add_argument("--chance_samples", type=int, default=4,
                         help="Random-block images per prompt for the chance row; 0 leaves the row out.")
     args = parser.parse_args()
@@ -129,7 +131,7 @@ def main() -> None:
         images = args.out / name
         run([sys.executable, "-m", "pstroke.sample", f"--config={config}", f"--workdir={workdir}",
              f"--outdir={images}", f"--geneval_metadata={slice_file}", f"--samples_per_prompt={args.samples}",
-             f"--config.sample.num_steps={args.num_steps}"])
+             f"--config.sample.num_steps={args.num_steps}", *[f"--config.{item}" for item in args.override]])
         run([sys.executable, "-m", "pstroke.evaluate", f"--images={images}"])
         results = json.loads((images / "results.json").read_text())
         stats = rollout_statistics(images, results["records"], args.num_steps)
