@@ -3,10 +3,13 @@
     python -m pstroke.evaluate --images DIR [--metadata FILE]
 
 `DIR/<5-digit index>/samples/*.png` are the images of one prompt, and its metadata is
-`DIR/<index>/metadata.jsonl` or, with `--metadata`, line `<index>` (from 0) of FILE. The command
-prints per-tag accuracies, the overall score (the plain mean of the per-tag accuracies, as in
-GenEval) and the in-distribution and held-out scores, and writes them with every image's verdict
-to `DIR/results.json`.
+`DIR/<index>/metadata.jsonl` or, with `--metadata`, line `<index>` (from 0) of FILE. FILE needs one
+line per prompt folder, and where a folder has its own metadata.jsonl, both must give the same
+prompt, so images are never scored against another run's prompts.
+
+The command prints per-tag accuracies, the overall score (the plain mean of the per-tag accuracies,
+as in GenEval) and the in-distribution and held-out scores, and writes them with every image's
+verdict to `DIR/results.json`.
 """
 
 import argparse
@@ -19,6 +22,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
+from pstroke.cli_output import count_noun
 from pstroke.errors import UserError, exit_on_user_error
 from pstroke.world.benchmark import read_jsonl
 from pstroke.world.judge import check_classes, judge
@@ -81,23 +85,57 @@ def prompt_folders(images: pathlib.Path) -> list[pathlib.Path]:
     return folders
 
 
+def read_folder_metadata(folder: pathlib.Path) -> tuple[dict, str]:
+    """Return the one row of `folder/metadata.jsonl` and its `path:line` location.
+
+    Raises:
+      UserError: the file is missing or does not contain exactly one JSON line.
+    """
+    path = folder / "metadata.jsonl"
+    if not path.is_file():
+        raise UserError(f"missing {path}; write each prompt's metadata.jsonl or pass --metadata FILE")
+    rows = read_jsonl(path)
+    if len(rows) != 1:
+        raise UserError(f"{path} has {len(rows)} JSON lines; expected exactly one")
+    return rows[0], f"{path}:1"
+
+
+def same_prompt(first: str, second: str) -> bool:
+    """Return whether two prompts match after `pstroke.sample`'s normalization (strip, lower case)."""
+    return first.strip().lower() == second.strip().lower()
+
+
 def folder_metadata(folder: pathlib.Path, shared: list[dict] | None, shared_path: pathlib.Path | None) -> dict:
-    """Return the metadata of one prompt folder, from `shared` (a metadata file's rows) if given."""
-    if shared is not None:
-        index = int(folder.name)
-        if index >= len(shared):
-            raise UserError(f"folder {folder.name} has no line in {shared_path} ({len(shared)} lines)")
-        metadata, where = shared[index], f"{shared_path}:{index + 1}"
-    else:
-        path = folder / "metadata.jsonl"
-        if not path.is_file():
-            raise UserError(f"missing {path}; write each prompt's metadata.jsonl or pass --metadata FILE")
-        rows = read_jsonl(path)
-        if len(rows) != 1:
-            raise UserError(f"{path} has {len(rows)} JSON lines; expected exactly one")
-        metadata, where = rows[0], f"{path}:1"
+    """Return the metadata of one prompt folder, from `shared` (a metadata file's rows) if given.
+
+    Raises:
+      UserError: the folder has no row, or its own metadata.jsonl gives another prompt than `shared`.
+    """
+    if shared is None:
+        metadata, where = read_folder_metadata(folder)
+        validate_metadata(metadata, where)
+        return metadata
+
+    index = int(folder.name)
+    if index >= len(shared):
+        raise UserError(f"folder {folder.name} has no line in {shared_path} ({len(shared)} lines)")
+    metadata, where = shared[index], f"{shared_path}:{index + 1}"
     validate_metadata(metadata, where)
+    if (folder / "metadata.jsonl").is_file():
+        own, own_where = read_folder_metadata(folder)
+        if not same_prompt(str(own.get("prompt")), metadata["prompt"]):
+            raise UserError(f"folder {str(folder)!r} was sampled for {own.get('prompt')!r} ({own_where}) but "
+                            f"{where} gives {metadata['prompt']!r}; pass the --metadata file these images were "
+                            "sampled from, or leave --metadata out to use each folder's metadata.jsonl")
     return metadata
+
+
+def check_row_count(folders: list[pathlib.Path], shared: list[dict], shared_path: pathlib.Path) -> None:
+    """Raise `UserError` unless the metadata file has one row per prompt folder."""
+    if len(folders) != len(shared):
+        raise UserError(f"{count_noun(len(folders), 'prompt folder')} in {str(folders[0].parent)!r} but "
+                        f"{count_noun(len(shared), 'line')} in {str(shared_path)!r}; pass the --metadata file "
+                        "these images were sampled from")
 
 
 def evaluate_folder(images: pathlib.Path, metadata_file: pathlib.Path | None = None, progress: bool = True) -> list[dict]:
@@ -105,6 +143,8 @@ def evaluate_folder(images: pathlib.Path, metadata_file: pathlib.Path | None = N
     prompt, split, correct, reason). All metadata is validated before any image is judged."""
     shared = read_jsonl(metadata_file) if metadata_file is not None else None
     folders = prompt_folders(images)
+    if shared is not None:
+        check_row_count(folders, shared, metadata_file)
     metadata = {folder: folder_metadata(folder, shared, metadata_file) for folder in folders}
 
     records = []

@@ -94,10 +94,45 @@ def test_evaluate_overall_is_mean_of_tag_accuracies(rendered):
 
 
 def test_evaluate_with_metadata_file(tmp_path):
-    render_benchmark.render_benchmark(tmp_path, {i: ROWS[i] for i in (0, 1)}, samples=1, progress=False)
-    for index in (0, 1):
-        (tmp_path / f"{index:05d}" / "metadata.jsonl").unlink()
-    results = evaluate.evaluate(tmp_path, BENCHMARK_PATH, progress=False)
+    metadata = tmp_path / "two.jsonl"
+    benchmark.write_jsonl(ROWS[:2], metadata)
+    out = tmp_path / "out"
+    render_benchmark.render_benchmark(out, {i: ROWS[i] for i in (0, 1)}, samples=1, progress=False)
+    (out / "00000" / "metadata.jsonl").unlink()
+    results = evaluate.evaluate(out, metadata, progress=False)
+    assert results["overall"] == 1.0
+    assert [r["prompt"] for r in results["records"]] == [ROWS[0]["prompt"], ROWS[1]["prompt"]]
+
+
+def test_metadata_file_length_mismatch_rejected(tmp_path, capsys):
+    out = tmp_path / "out"
+    render_benchmark.render_benchmark(out, {i: ROWS[i] for i in (0, 1, 2)}, samples=1, progress=False)
+    (out / "results.json").write_text("{}")
+    message = _fails_with(evaluate.main, ["--images", str(out), "--metadata", str(BENCHMARK_PATH)], capsys,
+                          "3 prompt folders", f"{len(ROWS)} lines", "--metadata")
+    assert str(BENCHMARK_PATH) in message
+    assert (out / "results.json").read_text() == "{}"
+
+
+def test_metadata_file_prompt_mismatch_rejected(tmp_path, capsys):
+    metadata = tmp_path / "other.jsonl"
+    benchmark.write_jsonl([ROWS[0], ROWS[5]], metadata)
+    out = tmp_path / "out"
+    render_benchmark.render_benchmark(out, {i: ROWS[i] for i in (0, 1)}, samples=1, progress=False)
+    assert ROWS[1]["prompt"] != ROWS[5]["prompt"]
+    message = _fails_with(evaluate.main, ["--images", str(out), "--metadata", str(metadata)], capsys,
+                          repr(str(out / "00001")), repr(ROWS[1]["prompt"]), repr(ROWS[5]["prompt"]))
+    assert "other.jsonl:2" in message
+    assert not (out / "results.json").exists()
+
+
+def test_metadata_file_prompt_case_ignored(tmp_path):
+    upper = {**ROWS[0], "prompt": ROWS[0]["prompt"].upper()}
+    metadata = tmp_path / "upper.jsonl"
+    benchmark.write_jsonl([upper], metadata)
+    out = tmp_path / "out"
+    render_benchmark.render_benchmark(out, {0: ROWS[0]}, samples=1, progress=False)
+    results = evaluate.evaluate(out, metadata, progress=False)
     assert results["overall"] == 1.0
 
 
@@ -155,11 +190,16 @@ def test_prompt_with_unknown_word_is_reported(rendered, capsys):
     _fails_with(evaluate.main, ["--images", str(rendered)], capsys, "unknown word 'hexagon'", "vocabulary")
 
 
-def test_geneval_metadata_reports_undetectable_class(rendered, capsys, assets_dir):
-    geneval = assets_dir / "geneval" / "evaluation_metadata.jsonl"
-    first_class = json.loads(geneval.read_text().splitlines()[0])["include"][0]["class"]
+def test_geneval_metadata_reports_undetectable_class(tmp_path, capsys, assets_dir):
+    first_line = (assets_dir / "geneval" / "evaluation_metadata.jsonl").read_text().splitlines()[0]
+    geneval = tmp_path / "geneval.jsonl"
+    geneval.write_text(first_line + "\n")
+    first_class = json.loads(first_line)["include"][0]["class"]
+    out = tmp_path / "out"
+    render_benchmark.render_benchmark(out, {0: ROWS[0]}, samples=1, progress=False)
+    (out / "00000" / "metadata.jsonl").unlink()
     _fails_with(
-        evaluate.main, ["--images", str(rendered), "--metadata", str(geneval)], capsys, f"class {first_class!r} cannot be detected"
+        evaluate.main, ["--images", str(out), "--metadata", str(geneval)], capsys, f"class {first_class!r} cannot be detected"
     )
 
 
