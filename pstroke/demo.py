@@ -162,13 +162,15 @@ def get_model(config: ml_collections.ConfigDict, workdir: pathlib.Path, pretrain
     Raises:
       TrainingStopped: see `train_demo_model`.
     """
-    from pstroke.rollout.restore import restore_params
+    from pstroke.rollout.restore import check_variant, restore_params
 
     unfinished = (workdir / UNFINISHED_TRAINING_FILE).is_file()
     if has_checkpoint(workdir) and not unfinished:
         log.info("found a checkpoint in the workdir: restoring it")
         return restore_params(config, str(workdir))
     if pretrained is not None and has_checkpoint(pretrained) and not unfinished:
+        check_variant(pretrained, config, flag="--pretrained_dir",
+                      other_fix=" (--pretrained_dir='' trains one from scratch)")
         log.info("copying the pretrained demo model %s into the workdir", pretrained)
         copy_pretrained(pretrained, workdir)
         return restore_params(config, str(workdir))

@@ -10,11 +10,11 @@ from pstroke.rollout import testing
 TIMEOUT_SECONDS = 300
 
 
-def _sample(*args, overrides=()):
+def _sample(*args, overrides=(), config="configs/shapes_tiny.py"):
     replaced = {override.split("=")[0] for override in overrides}
     tiny = [override for override in testing.TINY_OVERRIDES if override.split("=")[0] not in replaced]
     config_flags = [f"--config.{override}" for override in tiny + list(overrides)]
-    command = [sys.executable, "-m", "pstroke.sample", "--config=configs/shapes_tiny.py", *config_flags, *args]
+    command = [sys.executable, "-m", "pstroke.sample", f"--config={config}", *config_flags, *args]
     return subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT_SECONDS)
 
 
@@ -124,3 +124,11 @@ def test_shape_mismatch_found_without_saved_config(random_workdir, tmp_path):
     result = _sample(f"--workdir={copy}", f"--outdir={tmp_path / 'out'}", "--prompt=a photo of a red circle",
                      overrides=("model.llm.intermediate_size=48",))
     _assert_one_line_error(result, "different config", "down_proj", "(2, 2, 48, 32)")
+
+
+def test_checkpoint_of_other_variant_rejected(random_workdir, tmp_path):
+    result = _sample(f"--workdir={random_workdir}", f"--outdir={tmp_path / 'out'}", "--prompt=a photo of a red circle",
+                     config="configs/shapes_tiny.py:baseline")
+    _assert_one_line_error(result, "variant 'process'", "--config gives variant 'baseline'",
+                           "--config=configs/shapes_tiny.py:process", str(random_workdir))
+    assert not (tmp_path / "out").exists()

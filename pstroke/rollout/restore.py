@@ -44,6 +44,37 @@ def _config_hint(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> st
     return f"; model keys that differ from {saved_file}: {', '.join(changed)}" if changed else ""
 
 
+def check_variant(workdir: pathlib.Path, config: ml_collections.ConfigDict, flag: str = "--workdir",
+                  other_fix: str = "") -> None:
+    """Raise UserError if the workdir's `config.json` records a `variant` other than `config.variant`.
+
+    `flag` names the command-line flag that gave `workdir`, and `other_fix` (if any) is appended to
+    the message as one more fix.
+
+    The variant sets the prompt format and the number of rounds, so sampling a checkpoint with the
+    other variant runs without error but gives wrong results. Workdirs whose `config.json` is missing,
+    unreadable or has no `variant` key pass, and so does a config without one.
+    """
+    saved_file = workdir / "config.json"
+    try:
+        saved = json.loads(saved_file.read_text()).get("variant")
+    except (OSError, ValueError, AttributeError):
+        return
+    current = config.get("variant")
+    if saved is None or current is None or saved == current:
+        return
+    raise UserError(f"{flag} {str(workdir)!r} was trained with config variant {saved!r} (in {saved_file}), "
+                    f"but --config gives variant {current!r}; {variant_fix(saved)}, or pass a {flag} trained "
+                    f"with variant {current!r}{other_fix}")
+
+
+def variant_fix(saved: str) -> str:
+    """Return the advice that makes --config select the variant `saved`."""
+    if not saved:
+        return "pass --config without a ':VARIANT' suffix"
+    return f"pass --config with ':{saved}' (e.g. --config=configs/shapes_tiny.py:{saved})"
+
+
 def _saved_shapes(directory: pathlib.Path, step: int) -> dict[str, Any]:
     """Return the saved train state's metadata tree (leaves have `.shape`) without reading arrays."""
     handlers = {"state": ocp.StandardCheckpointHandler(), "data": ocp.JsonCheckpointHandler()}
@@ -79,11 +110,15 @@ def check_param_shapes(saved_state: dict[str, Any], expected_params: Any, workdi
                     f"{_config_hint(workdir, config)}; pass the config the workdir was trained with")
 
 
-def restore_params(config: ml_collections.ConfigDict, workdir: str) -> tuple[Any, int]:
+def restore_params(config: ml_collections.ConfigDict, workdir: str, same_variant: bool = True) -> tuple[Any, int]:
     """Restore the latest checkpoint of `workdir` and return (parameters, step).
 
+    With `same_variant`, the variant recorded in the workdir's `config.json` must equal `config.variant`.
+    Passing False suits starting a new run from the parameters, e.g. a process run from a baseline one.
+
     Raises:
-      UserError: the workdir has no checkpoint, or it was trained with a different model config.
+      UserError: the workdir has no checkpoint, or it was trained with a different model config or
+        (with `same_variant`) a different variant.
     """
     from pstroke.train import checkpoint as checkpoint_lib
     from pstroke.train import optim
@@ -96,6 +131,8 @@ def restore_params(config: ml_collections.ConfigDict, workdir: str) -> tuple[Any
     if not directory.is_dir() or not any(child.name.isdigit() for child in directory.iterdir()):
         raise UserError(f"no checkpoint in workdir {workdir!r} (expected {directory}/<step>); pass the "
                         "--workdir of a training run, e.g. the one `python -m pstroke.train` wrote")
+    if same_variant:
+        check_variant(path, config)
 
     checkpointer = checkpoint_lib.Checkpointer(directory, every=1, keep=None, use_async=False)
     try:

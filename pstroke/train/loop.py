@@ -304,7 +304,7 @@ def _load_init_params(state: state_lib.TrainState, parts: Parts,
 
     source = config.train.init_from
     try:
-        params, source_step = restore_params(config, source)
+        params, source_step = restore_params(config, source, same_variant=False)
     except UserError as error:
         raise UserError(f"train.init_from {source!r}: {error}") from None
     params = jax.device_put(params, parts.shardings.params)
