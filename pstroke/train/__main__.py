@@ -1,6 +1,7 @@
 """Command line: `python -m pstroke.train --config=configs/shapes_tiny.py --workdir=DIR [--config.a.b=v ...]`.
 
-Rerunning the same command resumes from the latest checkpoint in DIR. On a multi-host TPU slice,
+Rerunning the same command resumes from the latest checkpoint in DIR, and exits with status 2
+once DIR has reached train.steps (raise --config.train.steps to continue). On a multi-host TPU slice,
 pass --distributed on every host so `jax.distributed.initialize()` runs before any device use.
 """
 
@@ -36,7 +37,9 @@ def main(argv: Sequence[str]) -> None:
 
     from pstroke.train.loop import train  # imported after initialize(): it touches devices
 
-    train(_CONFIG.value, _WORKDIR.value)
+    # A rerun whose train.steps is not above the saved step would run no step, so it fails before
+    # config.json is rewritten.
+    train(_CONFIG.value, _WORKDIR.value, reject_finished=True)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import numpy as np
 
 from pstroke import batch as batch_format
 from pstroke.errors import UserError
+from pstroke.rollout.restore import variant_fix
 from pstroke.train import checkpoint as checkpoint_lib
 from pstroke.train import optim, synthetic
 from pstroke.train import sharding as sharding_lib
@@ -48,14 +49,17 @@ class StopRequested(Exception):
         self.steps = steps
 
 
-def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> pathlib.Path:
+def prepare_workdir(workdir: str, config: ml_collections.ConfigDict, reject_finished: bool = False) -> pathlib.Path:
     """Create `workdir` and write the resolved config and the git revision into it (process 0).
 
     Raises:
-      UserError: the folder cannot be created or written.
+      UserError: the folder cannot be created or written, it contains checkpoints of another model
+        config or variant, or (with `reject_finished`) its checkpoint is already at train.steps or later.
     """
     path = pathlib.Path(workdir).expanduser().absolute()
     _check_same_model(path, config)
+    if reject_finished:
+        _check_steps_left(path, config.train)
     try:
         path.mkdir(parents=True, exist_ok=True)
         if jax.process_index() == 0:
@@ -73,25 +77,57 @@ RESUMABLE_MODEL_KEYS = frozenset({"compute_dtype", "mot_routing", "remat"})
 
 
 def _check_same_model(path: pathlib.Path, config: ml_collections.ConfigDict) -> None:
-    """Raise a UserError if `path` contains checkpoints of a model config other than `config.model`.
+    """Raise a UserError if `path` contains checkpoints of a model config other than `config.model`,
+    or of a variant other than `config.variant`.
 
     This runs before the new config.json is written, so a wrong --config never overwrites the record
-    of the run that made the checkpoints.
+    of the run that made the checkpoints. A record without a variant passes the variant check.
     """
     saved_file = path / "config.json"
     checkpoints = path / "checkpoints"
     if not saved_file.is_file() or not checkpoints.is_dir() or not any(checkpoints.iterdir()):
         return
     try:
-        saved = json.loads(saved_file.read_text()).get("model", {})
+        record = json.loads(saved_file.read_text())
     except (OSError, ValueError):
         return  # an unreadable record cannot be compared; the restore checks shapes itself
+    if not isinstance(record, dict):
+        return
+
+    saved_variant = record.get("variant")
+    current_variant = config.get("variant")
+    if saved_variant is not None and current_variant is not None and saved_variant != current_variant:
+        raise UserError(f"workdir {str(path)!r} contains checkpoints of config variant {saved_variant!r}, but "
+                        f"--config gives variant {current_variant!r}; {variant_fix(saved_variant)}, or pass a "
+                        f"new --workdir")
+
+    saved = record.get("model", {})
     current = json.loads(config.model.to_json_best_effort())
     keys = (set(saved) | set(current)) - RESUMABLE_MODEL_KEYS
     differing = sorted(key for key in keys if saved.get(key) != current.get(key))
     if differing:
         raise UserError(f"workdir {str(path)!r} contains checkpoints of a different model config (differs in "
                         f"model.{', model.'.join(differing)}); pass the config it was trained with, or a new --workdir")
+
+
+def latest_saved_step(path: pathlib.Path) -> int | None:
+    """Return the largest `<step>` folder name in `path/checkpoints`, or None without one."""
+    folder = path / "checkpoints"
+    if not folder.is_dir():
+        return None
+    return max((int(child.name) for child in folder.iterdir() if child.name.isdigit()), default=None)
+
+
+def _check_steps_left(path: pathlib.Path, train_config: ml_collections.ConfigDict) -> None:
+    """Raise a UserError if the step a run in `path` resumes from is already train.steps or later."""
+    if train_config.restore_step >= 0:
+        start, status = train_config.restore_step, f"resumes from step {train_config.restore_step} (train.restore_step)"
+    else:
+        start = latest_saved_step(path)
+        status = f"is already at step {start}"
+    if start is not None and start >= train_config.steps:
+        raise UserError(f"workdir {str(path)!r} {status} >= train.steps {train_config.steps}; raise "
+                        f"--config.train.steps to continue")
 
 
 def _git_revision() -> str:
@@ -241,17 +277,23 @@ def _check_finite(step: int, metrics: dict[str, float]) -> None:
                                    f"train.warmup_steps and resume")
 
 
-def train(config: ml_collections.ConfigDict, workdir: str, raise_on_stop: bool = False) -> dict[str, float]:
+def train(config: ml_collections.ConfigDict, workdir: str, raise_on_stop: bool = False,
+          reject_finished: bool = False) -> dict[str, float]:
     """Train for config.train.steps steps in `workdir`, resuming from its latest checkpoint.
 
     Returns the host metrics of the last step. SIGTERM or Ctrl-C during the steps saves the step
     reached and returns early, or raises StopRequested with `raise_on_stop`, even when the stop
-    came during the last step. Raises UserError for a bad workdir, mesh, batch size
-    or checkpoint, and TrainingDiverged (a UserError) for a NaN or inf metric.
+    came during the last step. Raises UserError for a bad workdir, mesh, batch size, train.steps
+    or checkpoint, and TrainingDiverged (a UserError) for a NaN or inf metric. A workdir already at
+    train.steps or later raises UserError with `reject_finished`, and otherwise runs no step and
+    returns an empty dict.
     """
     train_config = config.train
+    if train_config.steps <= 0:
+        raise UserError(f"invalid train.steps {train_config.steps}; pass a positive step count, e.g. "
+                        "--config.train.steps=1000")
     log.info("[train 1/5] workdir %s", workdir)
-    path = prepare_workdir(workdir, config)
+    path = prepare_workdir(workdir, config, reject_finished)
 
     log.info("[train 2/5] mesh over %d devices", jax.device_count())
     mesh = sharding_lib.make_mesh(config.mesh)
