@@ -11,8 +11,10 @@ Stages:
    component's colour, over the component grown by one pixel. Its soft width and height (sums of
    the column and row maxima), fill ratio (area over width x height) and vertical skewness are
    compared with prototypes measured on the renderer's own images at the same size, sharp and
-   blurred. The nearest prototype names the shape. The distance to it, the aspect ratio and the
-   size set the confidence in [0, 1].
+   blurred. The nearest prototype names the shape. The distance to it, the aspect ratio, the
+   size and the solidity (pixel count over the area of the convex hull of the pixels) set the
+   confidence in [0, 1]. Every Shapes-world shape is convex, so a ragged component (as uniform
+   pixel noise snaps into) gets no confidence.
 
 NOTE: `python -m pstroke.world.robustness` measures that at a 32 px canvas verdicts stay exact up
 to Gaussian pixel noise of 8 levels (std, uint8) or a Gaussian blur of 0.7 px. Beyond that,
@@ -24,6 +26,7 @@ import functools
 
 import numpy as np
 from scipy import ndimage
+from scipy.spatial import ConvexHull
 
 from pstroke.world.scene import BACKGROUND, COLORS, PALETTE, SHAPES, Layout, PlacedObject
 
@@ -40,6 +43,14 @@ ZERO_SIZE_FRACTION = 3 / 32
 # within about 0.06 of their prototype (confidence above 0.95), and the nearest two prototypes
 # are 0.2 apart.
 FEATURE_SCALE = 0.3
+
+# Solidity at which the confidence factor is 0 and 1. Measured on every 8th benchmark prompt at
+# 32 px, components of renders have solidity 0.84 and up (0.66 and up under Gaussian pixel noise
+# of 24 levels). Components of uniform random pixels have a median of 0.54; 92% lie below 0.7.
+# With this ramp uniform noise images score 0.011 overall on the benchmark instead of 0.127, and
+# renders (clean, noise 16, blur 0.7) keep their scores.
+ZERO_SOLIDITY = 0.6
+FULL_SOLIDITY = 0.75
 
 # Column or row maxima of the soft mask below this count as empty (see `shape_features`).
 PROFILE_FLOOR = 0.1
@@ -196,6 +207,19 @@ def classify_shape(fill: float, skew: float, size: float) -> tuple[str, float]:
     return best_shape, float(np.exp(-((best_distance / FEATURE_SCALE) ** 2)))
 
 
+def solidity(mask: np.ndarray) -> float:
+    """Return the pixel count of a boolean mask over the area of the convex hull of its pixels.
+
+    Each pixel counts as a unit square, so the hull spans the pixel corners: a solid square or a
+    single pixel has solidity 1 and a ragged or hollow set less.
+    """
+    rows, cols = np.nonzero(mask)
+    corners = np.concatenate([np.stack([rows + dy, cols + dx], axis=1) for dy in (0, 1) for dx in (0, 1)])
+    # The corners of one or more unit squares always span a 2-D hull. In 2-D, `volume` is its area.
+    hull_area = ConvexHull(corners).volume
+    return float(len(rows) / hull_area)
+
+
 def _components(index: np.ndarray, min_area: float) -> tuple[np.ndarray, list[tuple[int, tuple[slice, slice]]]]:
     """Return an object id map [H, W] (0 where no object) and the (colour index, slice) of each
     object id from 1. Objects are the 8-connected components of each colour with at least
@@ -239,6 +263,8 @@ def detect(image: np.ndarray) -> list[Detection]:
         shape, confidence = classify_shape(fill, skew, size)
         confidence *= float(np.clip((aspect - 0.6) / 0.3, 0.0, 1.0))
         confidence *= float(np.clip((size - zero_size) / (full_size - zero_size), 0.0, 1.0))
+        solid = solidity(owner[region] == object_id)
+        confidence *= float(np.clip((solid - ZERO_SOLIDITY) / (FULL_SOLIDITY - ZERO_SOLIDITY), 0.0, 1.0))
 
         x0 = box[0] + grown[1].start
         y0 = box[1] + grown[0].start
