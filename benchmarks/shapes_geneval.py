@@ -5,10 +5,10 @@ For each model workdir this samples the slice in GenEval's layout (`python -m ps
 `trace.json` for the process statistics: rounds and images per prompt, denoising steps per prompt,
 how often Inspect asked for a refinement, and how often the image after it passes the judge.
 
-It also scores a chance row: images of random 4 x 4-pixel blocks in palette colours on the
-background, the look of an undertrained pixel-patch model. A model's score means little until it
-clears that row, because the judge credits any block of the right colour that it reads as the right
-shape.
+It also scores two chance rows: images of random 4 x 4-pixel blocks in palette colours on the
+background (the look of an undertrained pixel-patch model), and uniform random pixels. A model's
+score means little until it clears them, because the judge credits any solid block of the right
+colour that it reads as the right shape.
 
 Usage:
   python benchmarks/shapes_geneval.py --run NAME=CONFIG_SPEC=WORKDIR [--run ...] --out DIR
@@ -61,15 +61,21 @@ def random_blocks(rng: np.random.Generator, canvas: int = 32, block: int = 4, co
     return np.repeat(np.repeat(colours[choice], block, axis=0), block, axis=1)
 
 
-def write_chance_images(rows: list[dict], out: pathlib.Path, samples: int, seed: int = 0) -> None:
-    """Write `samples` random-block images per prompt of `rows` in GenEval's folder layout."""
+def uniform_noise(rng: np.random.Generator, canvas: int = 32) -> np.ndarray:
+    """Return a [canvas, canvas, 3] uint8 image of independent uniform random pixel values."""
+    return rng.integers(0, 256, (canvas, canvas, 3)).astype(np.uint8)
+
+
+def write_chance_images(rows: list[dict], out: pathlib.Path, samples: int, make_image=random_blocks,
+                        seed: int = 0) -> None:
+    """Write `samples` images of `make_image(rng)` per prompt of `rows` in GenEval's folder layout."""
     rng = np.random.default_rng(seed)
     for index, row in enumerate(rows):
         folder = out / f"{index:05d}"
         (folder / "samples").mkdir(parents=True, exist_ok=True)
         (folder / "metadata.jsonl").write_text(json.dumps(row) + "\n")
         for sample in range(samples):
-            Image.fromarray(random_blocks(rng)).save(folder / "samples" / f"{sample:04d}.png")
+            Image.fromarray(make_image(rng)).save(folder / "samples" / f"{sample:04d}.png")
 
 
 def rollout_statistics(folder: pathlib.Path, records: list[dict], num_steps: int) -> dict:
@@ -109,7 +115,7 @@ def main() -> None:
     parser.add_argument("--override", action="append", default=[],
                         help="KEY=VALUE config override for every run's sampling, e.g. sample.timestep_shift=3.0.")
     parser.add_argument("--chance_samples", type=int, default=4,
-                        help="Random-block images per prompt for the chance row; 0 leaves the row out.")
+                        help="Images per prompt for each chance row; 0 leaves the rows out.")
     args = parser.parse_args()
 
     rows = select_slice(benchmark.read_jsonl(BENCHMARK), args.per_tag)
@@ -119,12 +125,13 @@ def main() -> None:
     print(f"{len(rows)} prompts x {args.samples} samples", flush=True)
 
     table = {}
-    if args.chance_samples > 0:
-        chance = args.out / "chance"
-        write_chance_images(rows, chance, args.chance_samples)
+    chance_rows = {"chance": random_blocks, "chance_noise": uniform_noise} if args.chance_samples > 0 else {}
+    for name, make_image in chance_rows.items():
+        chance = args.out / name
+        write_chance_images(rows, chance, args.chance_samples, make_image)
         run([sys.executable, "-m", "pstroke.evaluate", f"--images={chance}"])
         results = json.loads((chance / "results.json").read_text())
-        table["chance"] = {"results": {k: v for k, v in results.items() if k != "records"}}
+        table[name] = {"results": {k: v for k, v in results.items() if k != "records"}}
 
     for spec in args.run:
         name, config, workdir = spec.split("=", 2)
