@@ -3,7 +3,9 @@
 Writes the Shapes trajectory dataset (TFDS, ArrayRecord files) under DIR/shapes_trajectories/
 VERSION with train, validation and heldout splits, shows a progress bar per split, and prints a
 summary per split: samples per subset, images per trajectory and tokens per sample. The same
-summary is stored in the dataset's metadata.json. Train on it with `--config.data.dir=DIR`.
+summary is stored in the dataset's metadata.json, with the settings the records were built from. A
+DIR that already contains a dataset built with the same settings is reused, and one built with other
+settings is rejected. Train on it with `--config.data.dir=DIR`.
 """
 
 import logging
@@ -21,10 +23,10 @@ _OUT = flags.DEFINE_string("out", None, "Folder to write the dataset into (creat
 PAPER_MEAN_IMAGES, PAPER_MAX_IMAGES = 3.51, 5
 
 
-def format_summary(metadata: dict) -> str:
-    """Return the printed summary of every split in the dataset metadata."""
+def format_summary(summaries: dict) -> str:
+    """Return the printed summary of every split in `summaries` ({split: summary})."""
     lines = []
-    for split, summary in metadata.items():
+    for split, summary in summaries.items():
         subsets = ", ".join(f"{name} {count}" for name, count in sorted(summary["samples_per_subset"].items()))
         lines.append(f"{split}: {summary['samples']} samples ({subsets})")
         lines.append(f"  images per multi-turn trajectory: mean {summary['mean_images_per_multi_turn_trajectory']:.2f}, "
@@ -45,9 +47,10 @@ def main(argv: Sequence[str]) -> None:
 
     from pstroke.data import tfds_builder  # imported after flag parsing: tensorflow_datasets is slow to load
 
+    reused = tfds_builder.has_dataset(_OUT.value)
     info = tfds_builder.build(_CONFIG.value, _OUT.value)
-    print(format_summary(dict(info.metadata)))
-    print(f"dataset written to {info.data_dir}")
+    print(format_summary({split: info.metadata[split] for split in tfds_builder.SPLITS}))
+    print(f"existing dataset reused: {info.data_dir}" if reused else f"dataset written to {info.data_dir}")
 
 
 if __name__ == "__main__":

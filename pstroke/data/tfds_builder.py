@@ -12,6 +12,7 @@ version; bump `VERSION` with any renderer change.
 
 import collections
 import json
+import logging
 import pathlib
 
 import numpy as np
@@ -22,6 +23,20 @@ from pstroke.data import trajectories
 from pstroke.errors import UserError
 
 BUILDER_NAME = "shapes_trajectories"
+SPLIT_SIZES = (("train", "num_train"), ("validation", "num_validation"), ("heldout", "num_heldout"))
+SPLITS = tuple(split for split, _ in SPLIT_SIZES)
+
+# Config keys that decide the records (`trajectories.make_record` and the split sizes). The dataset's
+# metadata stores their values under SETTINGS_KEY, so a later build into the same folder can tell
+# whether the stored dataset is the one it would write.
+RECORD_SETTINGS = (
+    "data.seed", "data.num_train", "data.num_validation", "data.num_heldout", "data.multi_turn_weight",
+    "data.conflict_weight", "data.alignment_weight", "data.conflict_wrong_fraction",
+    "data.alignment_mismatch_fraction", "data.augment_fraction", "data.max_images", "world.canvas",
+)
+SETTINGS_KEY = "settings"
+
+log = logging.getLogger(__name__)
 
 
 class ShapesTrajectories(tfds.core.GeneratorBasedBuilder):
@@ -46,8 +61,8 @@ class ShapesTrajectories(tfds.core.GeneratorBasedBuilder):
 
     def _split_generators(self, dl_manager):
         data = self._pstroke_config.data
-        return {split: self._generate_examples(split, data[size])
-                for split, size in (("train", "num_train"), ("validation", "num_validation"), ("heldout", "num_heldout"))}
+        self.info.metadata[SETTINGS_KEY] = record_settings(self._pstroke_config)
+        return {split: self._generate_examples(split, data[size]) for split, size in SPLIT_SIZES}
 
     def _generate_examples(self, split: str, size: int):
         from pstroke.data import pipeline  # the summary needs token counts
@@ -78,8 +93,58 @@ def summarize(stats: dict[str, list]) -> dict:
     }
 
 
+def record_settings(config) -> dict:
+    """Return the value of every `RECORD_SETTINGS` key in `config`."""
+    settings = {}
+    for key in RECORD_SETTINGS:
+        section, name = key.split(".")
+        settings[key] = config[section][name]
+    return settings
+
+
+def dataset_folder(out_dir: str) -> pathlib.Path:
+    """Return the folder that `build` writes the current dataset version into."""
+    return pathlib.Path(out_dir).expanduser() / BUILDER_NAME / str(ShapesTrajectories.VERSION)
+
+
+def has_dataset(out_dir: str) -> bool:
+    """Return whether `out_dir` contains a finished dataset of the current version."""
+    return (dataset_folder(out_dir) / "dataset_info.json").is_file()
+
+
+def check_existing_dataset(config, out_dir: str) -> None:
+    """Raise `UserError` if the dataset in `out_dir` was built with other `RECORD_SETTINGS` values.
+
+    A dataset written before the settings were stored is compared by its split sizes alone.
+    """
+    folder = dataset_folder(out_dir)
+    stored = ShapesTrajectories(data_dir=out_dir, file_format="array_record").info
+    expected = record_settings(config)
+    if SETTINGS_KEY in stored.metadata:
+        found = dict(stored.metadata[SETTINGS_KEY])
+    else:
+        log.warning("%s does not store its build settings; comparing its split sizes only", folder)
+        expected = {f"data.{size}": config.data[size] for _, size in SPLIT_SIZES}
+        found = {f"data.{size}": stored.splits[split].num_examples if split in stored.splits else None
+                 for split, size in SPLIT_SIZES}
+    differences = [f"{key}={found.get(key)!r} (this config: {value!r})"
+                   for key, value in expected.items() if found.get(key) != value]
+    if differences:
+        raise UserError(f"--out={out_dir!r} already contains a Shapes dataset built with {', '.join(differences)}; "
+                        f"pass a new --out, or delete {str(folder)!r} to rebuild it there")
+
+
 def build(config, out_dir: str) -> tfds.core.DatasetInfo:
-    """Write the dataset of `config` under `out_dir` and return its info (with the summary)."""
+    """Write the dataset of `config` under `out_dir` and return its info (with the summary).
+
+    A dataset already in `out_dir` is reused when it was built with the same `RECORD_SETTINGS`.
+
+    Raises:
+      UserError: `out_dir` contains a dataset built with other settings.
+    """
+    if has_dataset(out_dir):
+        check_existing_dataset(config, out_dir)
+        log.info("reusing the existing dataset in %s, built with the same settings", dataset_folder(out_dir))
     builder = ShapesTrajectories(pstroke_config=config, data_dir=out_dir, file_format="array_record")
     builder.download_and_prepare()
     return builder.info
