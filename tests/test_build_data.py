@@ -2,6 +2,8 @@
 
 import json
 import logging
+import subprocess
+import sys
 
 import pytest
 
@@ -74,3 +76,22 @@ def test_dataset_without_settings_compares_split_sizes(tmp_path, caplog):
         tfds_builder.build(_config(), str(tmp_path))
     assert "split sizes only" in caplog.text
     assert "reusing the existing dataset" in caplog.text
+
+
+@pytest.mark.parametrize("size", ["num_train", "num_validation", "num_heldout"])
+def test_empty_split_rejected_before_writing(tmp_path, size):
+    out = tmp_path / "out"
+    with pytest.raises(UserError, match=f"data.{size}=0") as error:
+        tfds_builder.build(_config(f"data.{size}=0"), str(out))
+    assert f"--config.data.{size}=1 or more" in str(error.value)
+    assert not out.exists()
+
+
+def test_empty_split_command_prints_one_line(tmp_path):
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, "-m", "pstroke.build_data", "--config=configs/shapes_tiny.py",
+                           f"--out={out}", "--config.data.num_validation=0"], capture_output=True, text=True)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("error: invalid data.num_validation=0")
+    assert not out.exists()

@@ -102,6 +102,14 @@ def record_settings(config) -> dict:
     return settings
 
 
+def check_split_sizes(data_config) -> None:
+    """Raise `UserError` unless every split gets at least one sample."""
+    for split, size in SPLIT_SIZES:
+        if data_config[size] < 1:
+            raise UserError(f"invalid data.{size}={data_config[size]}: the {split} split needs at least one "
+                            f"sample; pass --config.data.{size}=1 or more")
+
+
 def dataset_folder(out_dir: str) -> pathlib.Path:
     """Return the folder that `build` writes the current dataset version into."""
     return pathlib.Path(out_dir).expanduser() / BUILDER_NAME / str(ShapesTrajectories.VERSION)
@@ -140,8 +148,9 @@ def build(config, out_dir: str) -> tfds.core.DatasetInfo:
     A dataset already in `out_dir` is reused when it was built with the same `RECORD_SETTINGS`.
 
     Raises:
-      UserError: `out_dir` contains a dataset built with other settings.
+      UserError: a split size is below 1, or `out_dir` contains a dataset built with other settings.
     """
+    check_split_sizes(config.data)
     if has_dataset(out_dir):
         check_existing_dataset(config, out_dir)
         log.info("reusing the existing dataset in %s, built with the same settings", dataset_folder(out_dir))
