@@ -16,6 +16,7 @@ from typing import Sequence
 
 from absl import flags
 
+from pstroke.cli_output import check_output_folder
 from pstroke.config import define_config_flag, run_cli
 from pstroke.errors import UserError
 
@@ -67,6 +68,7 @@ def main(argv: Sequence[str]) -> None:
                                sampling.single_step_prompts(config))
 
     params, step = restore.restore_params(config, WORKDIR.value)
+    check_output_folder(outdir, "--outdir")  # checked before the sampler compiles, which is slow
     logging.info("sampling %d prompts with the checkpoint of step %d", len(prompts), step)
     if GENEVAL_METADATA.value:
         sampling.sample_geneval(config, params, metadata, SAMPLES_PER_PROMPT.value, outdir)

@@ -238,3 +238,12 @@ def test_benchmark_regenerates_byte_identically(tmp_path):
     out = tmp_path / "benchmark.jsonl"
     benchmark.main(["--out", str(out)])
     assert out.read_bytes() == BENCHMARK_PATH.read_bytes()
+
+
+def test_render_benchmark_rejects_file_as_out(tmp_path, capsys):
+    not_a_folder = tmp_path / "renders"
+    not_a_folder.write_text("keep")
+    _fails_with(render_benchmark.main, ["--out", str(not_a_folder)], capsys, "is a file, not a folder", "--out=")
+    _fails_with(render_benchmark.main, ["--out", str(not_a_folder / "inner")], capsys,
+                f"{str(not_a_folder)!r} is a file, not a folder")
+    assert not_a_folder.read_text() == "keep"
