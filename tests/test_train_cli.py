@@ -85,9 +85,10 @@ def test_killed_run_resumes_bitwise(tmp_path):
     assert killed.returncode == -signal.SIGKILL
     assert max(_saved_steps(workdir)) < 60
 
-    # SIGTERM: the run saves the step it reached and exits cleanly.
+    # SIGTERM: the run saves the step it reached and exits with status 1, because steps remain.
     stopped = _start_and_stop(workdir, signal.SIGTERM, after_step=max(_saved_steps(workdir)) + 4, env=env)
-    assert stopped.returncode == 0, stopped.stdout[-2000:]
+    assert stopped.returncode == 1, stopped.stdout[-2000:]
+    assert "Traceback" not in stopped.stdout
     assert "resumed from checkpoint step" in stopped.stdout
     assert "SIGTERM received" in stopped.stdout
     assert max(_saved_steps(workdir)) < 60
@@ -96,6 +97,17 @@ def test_killed_run_resumes_bitwise(tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resumed from checkpoint step" in resumed.stderr
     assert _losses(workdir) == expected
+
+
+def test_ctrl_c_saves_and_exits_1(tmp_path):
+    workdir = tmp_path / "run"
+    stopped = _start_and_stop(workdir, signal.SIGINT, after_step=4, env=_env())
+
+    assert stopped.returncode == 1, stopped.stdout[-2000:]
+    assert "Traceback" not in stopped.stdout
+    saved = max(_saved_steps(workdir))
+    assert 4 <= saved < 60
+    assert f"SIGINT received: saved step {saved} of 60 and stopped" in stopped.stdout
 
 
 @pytest.mark.parametrize("extra, message", [

@@ -1,11 +1,16 @@
 """Command line: `python -m pstroke.train --config=configs/shapes_tiny.py --workdir=DIR [--config.a.b=v ...]`.
 
 Rerunning the same command resumes from the latest checkpoint in DIR, and exits with status 2
-once DIR has reached train.steps (raise --config.train.steps to continue). On a multi-host TPU slice,
-pass --distributed on every host so `jax.distributed.initialize()` runs before any device use.
+once DIR has reached train.steps (raise --config.train.steps to continue). SIGTERM or a first
+Ctrl-C saves the step reached and exits with status 1, or with 0 when that step is train.steps.
+A Ctrl-C before the steps start, or a second one, quits at once without saving, with status 130.
+
+On a multi-host TPU slice, pass --distributed on every host so `jax.distributed.initialize()`
+runs before any device use.
 """
 
 import logging
+import sys
 from typing import Sequence
 
 import jax
@@ -23,6 +28,12 @@ _COORDINATOR = flags.DEFINE_string("coordinator_address", None,
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "With --distributed: number of processes.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "With --distributed: index of this process.")
 
+# Exit status after SIGTERM or Ctrl-C stopped training before train.steps, so that scripts can tell
+# a stop from success (0) and from invalid input (2). pstroke.demo uses the same status.
+STOPPED_EXIT_CODE = 1
+# Exit status after a Ctrl-C that quits without saving, the shell's convention for a process ended by SIGINT.
+INTERRUPTED_EXIT_CODE = 130
+
 
 def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
@@ -35,11 +46,22 @@ def main(argv: Sequence[str]) -> None:
         jax.distributed.initialize(coordinator_address=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
                                    process_id=_PROCESS_ID.value)
 
-    from pstroke.train.loop import train  # imported after initialize(): it touches devices
+    from pstroke.train.loop import StopRequested, train  # imported after initialize(): it touches devices
 
     # A rerun whose train.steps is not above the saved step would run no step, so it fails before
     # config.json is rewritten.
-    train(_CONFIG.value, _WORKDIR.value, reject_finished=True)
+    try:
+        train(_CONFIG.value, _WORKDIR.value, raise_on_stop=True, reject_finished=True)
+    except StopRequested as stop:
+        # The loop has logged "saved step N of M and stopped". A stop during the last step leaves
+        # nothing to do, so it exits 0 and a restart script does not rerun a finished run.
+        if stop.step < stop.steps:
+            sys.exit(STOPPED_EXIT_CODE)
+    except KeyboardInterrupt:
+        # A Ctrl-C before the steps start, or a second one during them, raises KeyboardInterrupt.
+        print("interrupted by Ctrl-C without saving the step in progress; rerun the same command to resume "
+              "from the latest checkpoint", file=sys.stderr)
+        sys.exit(INTERRUPTED_EXIT_CODE)
 
 
 if __name__ == "__main__":
