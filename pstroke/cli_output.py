@@ -26,3 +26,23 @@ def check_output_folder(path: pathlib.Path, flag: str) -> pathlib.Path:
         raise UserError(f"cannot create {flag}={str(path)!r} ({error.strerror or error}); "
                         f"pass a {flag} you can write to") from None
     return path
+
+
+def check_no_earlier_run(path: pathlib.Path, flag: str) -> None:
+    """Raise `UserError` if the folder `path` (given as `flag`) contains prompt folders or results.json.
+
+    Files of an earlier run left next to new ones would be scored with them by `pstroke.evaluate`,
+    so the user removes them or picks another folder. Nothing is deleted here.
+    """
+    if not path.is_dir():
+        return
+    earlier = sorted(child.name for child in path.iterdir() if child.is_dir() and child.name.isdigit())
+    found = []
+    if earlier:
+        names = ", ".join(earlier[:3]) + (", ..." if len(earlier) > 3 else "")
+        found.append(f"{count_noun(len(earlier), 'prompt folder')} ({names})")
+    if (path / "results.json").exists():
+        found.append("results.json")
+    if found:
+        raise UserError(f"{flag}={str(path)!r} already contains an earlier run's {' and '.join(found)}; "
+                        f"pass a new {flag} or remove that folder")

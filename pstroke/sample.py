@@ -6,6 +6,8 @@
 Prompts come from `--prompt` (repeatable), `--prompts_file` (one a line) or `--geneval_metadata`
 (GenEval JSONL; writes GenEval's folder layout for `python -m pstroke.evaluate --images OUTDIR`).
 Each prompt is lower-cased and stripped of surrounding whitespace first.
+OUTDIR must not contain numbered prompt folders or results.json of an earlier run, because
+`pstroke.evaluate` would score them with the new ones.
 Each prompt gets its final image, every intermediate image, `trace.json`, `strip.png` and a
 self-contained `trajectory.html`; see `pstroke.rollout.output`.
 """
@@ -16,7 +18,7 @@ from typing import Sequence
 
 from absl import flags
 
-from pstroke.cli_output import check_output_folder
+from pstroke.cli_output import check_no_earlier_run, check_output_folder
 from pstroke.config import define_config_flag, run_cli
 from pstroke.errors import UserError
 
@@ -67,6 +69,7 @@ def main(argv: Sequence[str]) -> None:
         sampling.encode_prompt(prompt, tokenizer, config.sample.max_prompt_tokens,
                                sampling.single_step_prompts(config))
 
+    check_no_earlier_run(outdir, "--outdir")
     params, step = restore.restore_params(config, WORKDIR.value)
     check_output_folder(outdir, "--outdir")  # checked before the sampler compiles, which is slow
     logging.info("sampling %d prompts with the checkpoint of step %d", len(prompts), step)

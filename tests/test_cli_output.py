@@ -2,7 +2,7 @@
 
 import pytest
 
-from pstroke.cli_output import check_output_folder, count_noun
+from pstroke.cli_output import check_no_earlier_run, check_output_folder, count_noun
 from pstroke.errors import UserError
 
 
@@ -26,3 +26,28 @@ def test_output_folder_file_rejected(tmp_path):
     with pytest.raises(UserError, match="file.txt' is a file, not a folder"):
         check_output_folder(file / "below", "--out")
     assert file.read_text() == "keep"
+
+
+def test_earlier_run_rejected(tmp_path):
+    for index in range(5):
+        (tmp_path / f"{index:05d}").mkdir()
+    with pytest.raises(UserError) as error:
+        check_no_earlier_run(tmp_path, "--outdir")
+    message = str(error.value)
+    assert f"--outdir={str(tmp_path)!r}" in message
+    assert "5 prompt folders (00000, 00001, 00002, ...)" in message
+    assert "pass a new --outdir" in message
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{index:05d}" for index in range(5)]
+
+
+def test_earlier_results_rejected(tmp_path):
+    (tmp_path / "results.json").write_text("{}")
+    with pytest.raises(UserError, match="earlier run's results.json;"):
+        check_no_earlier_run(tmp_path, "--outdir")
+
+
+def test_folder_without_earlier_run_accepted(tmp_path):
+    check_no_earlier_run(tmp_path / "missing", "--outdir")
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "00000.txt").write_text("not a prompt folder")
+    check_no_earlier_run(tmp_path, "--outdir")
