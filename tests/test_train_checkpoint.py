@@ -115,7 +115,7 @@ def test_missing_restore_step_lists_available(trained, tmp_path):
 def test_unwritable_workdir_is_user_error(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
-    with pytest.raises(UserError, match="not writable"):
+    with pytest.raises(UserError, match="file' is a file, not a folder"):
         loop.train(_config(), str(blocker / "run"))
 
 

@@ -129,7 +129,7 @@ def test_unwritable_workdir_prints_one_line(tmp_path):
                             timeout=120)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
-    assert "is not writable" in result.stderr
+    assert "file' is a file, not a folder" in result.stderr
 
 
 def _free_port() -> int:

@@ -126,3 +126,14 @@ def test_cli_finished_workdir_exits_2(tmp_path):
     assert errors == [f"error: workdir {str(tmp_path)!r} is already at step 10 >= train.steps 10; "
                       "raise --config.train.steps to continue"]
     assert (tmp_path / "config.json").read_text() == before
+
+
+def test_file_as_workdir_is_named(tmp_path):
+    file = tmp_path / "passwd"
+    file.write_text("keep")
+    with pytest.raises(UserError, match="it is a file, not a folder") as error:
+        loop.prepare_workdir(str(file), load_config("configs/shapes_tiny.py"))
+    assert f"--workdir={str(file)!r}" in str(error.value)
+    assert "not writable" not in str(error.value)
+    assert file.read_text() == "keep"
+

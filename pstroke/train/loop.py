@@ -53,8 +53,9 @@ def prepare_workdir(workdir: str, config: ml_collections.ConfigDict, reject_fini
     """Create `workdir` and write the resolved config and the git revision into it (process 0).
 
     Raises:
-      UserError: the folder cannot be created or written, it contains checkpoints of another model
-        config or variant, or (with `reject_finished`) its checkpoint is already at train.steps or later.
+      UserError: the path or a parent is a file, the folder cannot be created or written, it
+        contains checkpoints of another model config or variant, or (with `reject_finished`) its
+        checkpoint is already at train.steps or later.
     """
     path = pathlib.Path(workdir).expanduser().absolute()
     _check_same_model(path, config)
@@ -67,6 +68,11 @@ def prepare_workdir(workdir: str, config: ml_collections.ConfigDict, reject_fini
             (path / "config.txt").write_text(str(config))
             (path / "git_revision.txt").write_text(_git_revision() + "\n")
     except OSError as error:
+        file = next((part for part in (path, *path.parents) if part.exists() and not part.is_dir()), None)
+        if file is not None:
+            where = "it is" if file == path else f"{str(file)!r} is"
+            raise UserError(f"invalid --workdir={str(path)!r}: {where} a file, not a folder; "
+                            "pass a folder path") from None
         raise UserError(f"workdir {str(path)!r} is not writable ({error.strerror or error}); "
                         f"pass a --workdir you can write to") from None
     return path
