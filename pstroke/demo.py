@@ -33,6 +33,7 @@ from typing import Sequence
 import ml_collections
 from absl import flags
 
+from pstroke.cli_output import count_noun
 from pstroke.config import define_config_flag, run_cli
 from pstroke.errors import UserError
 from pstroke.evaluate import evaluate, format_table
@@ -268,7 +269,7 @@ def run_demo(config: ml_collections.ConfigDict, workdir: pathlib.Path, num_promp
     log.info("[demo 5/5] scoring")
     results = evaluate(samples, progress=False)
     oracle = score_oracle(prompts, samples_per_prompt, config.world.canvas, workdir / "oracle")
-    print(f"\nShapesGenEval on {len(prompts)} prompts, model checkpoint of step {step}:")
+    print(f"\nShapesGenEval on {count_noun(len(prompts), 'prompt')}, model checkpoint of step {step}:")
     print(format_table(results, results["records"]))
     print(format_oracle_row(oracle))
 

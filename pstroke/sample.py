@@ -18,7 +18,7 @@ from typing import Sequence
 
 from absl import flags
 
-from pstroke.cli_output import check_no_earlier_run, check_output_folder
+from pstroke.cli_output import check_no_earlier_run, check_output_folder, count_noun
 from pstroke.config import define_config_flag, run_cli
 from pstroke.errors import UserError
 
@@ -72,7 +72,7 @@ def main(argv: Sequence[str]) -> None:
     check_no_earlier_run(outdir, "--outdir")
     params, step = restore.restore_params(config, WORKDIR.value)
     check_output_folder(outdir, "--outdir")  # checked before the sampler compiles, which is slow
-    logging.info("sampling %d prompts with the checkpoint of step %d", len(prompts), step)
+    logging.info("sampling %s with the checkpoint of step %d", count_noun(len(prompts), "prompt"), step)
     if GENEVAL_METADATA.value:
         sampling.sample_geneval(config, params, metadata, SAMPLES_PER_PROMPT.value, outdir)
     else:

@@ -68,6 +68,7 @@ def test_geneval_metadata_layout_is_scored(random_workdir, tmp_path):
     assert json.loads((folder / "metadata.jsonl").read_text()) == entry
     assert sorted(path.name for path in (folder / "samples").iterdir()) == ["0000.png", "0001.png"]
     assert (folder / "trajectories" / "0001" / "trace.json").is_file()
+    assert "sampling 1 prompt with the checkpoint of step 0" in result.stderr
 
     scored = subprocess.run([sys.executable, "-m", "pstroke.evaluate", f"--images={outdir}"], capture_output=True,
                             text=True, timeout=TIMEOUT_SECONDS)
