@@ -90,7 +90,8 @@ def test_killed_run_resumes_bitwise(tmp_path):
     assert stopped.returncode == 1, stopped.stdout[-2000:]
     assert "Traceback" not in stopped.stdout
     assert "resumed from checkpoint step" in stopped.stdout
-    assert "SIGTERM received" in stopped.stdout
+    assert "SIGTERM received: saving after the current step" in stopped.stdout
+    assert "SIGTERM received: saved step" in stopped.stdout
     assert max(_saved_steps(workdir)) < 60
 
     resumed = subprocess.run(_command(workdir), cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
@@ -107,7 +108,8 @@ def test_ctrl_c_saves_and_exits_1(tmp_path):
     assert "Traceback" not in stopped.stdout
     saved = max(_saved_steps(workdir))
     assert 4 <= saved < 60
-    assert f"SIGINT received: saved step {saved} of 60 and stopped" in stopped.stdout
+    received = stopped.stdout.index("Ctrl-C received: saving after the current step; press Ctrl-C again")
+    assert received < stopped.stdout.index(f"SIGINT received: saved step {saved} of 60 and stopped")
 
 
 @pytest.mark.parametrize("extra, message", [

@@ -26,6 +26,22 @@ def test_sigterm_requests_stop():
     assert signal.getsignal(signal.SIGTERM) is before
 
 
+def test_sigterm_logged_on_arrival(caplog):
+    with caplog.at_level("WARNING", logger="pstroke.train.loop"), _StopFlag():
+        _deliver(signal.SIGTERM)
+        messages = [record.getMessage() for record in caplog.records]
+
+    assert messages == ["SIGTERM received: saving after the current step"]
+
+
+def test_ctrl_c_logged_on_arrival(caplog):
+    with caplog.at_level("WARNING", logger="pstroke.train.loop"), _StopFlag():
+        _deliver(signal.SIGINT)
+        messages = [record.getMessage() for record in caplog.records]
+
+    assert messages == ["Ctrl-C received: saving after the current step; press Ctrl-C again to quit without saving"]
+
+
 def test_second_sigint_interrupts_at_once():
     before = signal.getsignal(signal.SIGINT)
     assert before is signal.default_int_handler, "the test needs Python's default Ctrl-C handler"

@@ -261,8 +261,12 @@ class _StopFlag:
     def _handle(self, signum, frame):
         self.requested = True
         self.signal_name = signal.Signals(signum).name
+        # Logged at once, because the save waits for the step in progress, which can take many seconds.
         if signum == signal.SIGINT:
             signal.signal(signum, self.previous.pop(signum))
+            log.warning("Ctrl-C received: saving after the current step; press Ctrl-C again to quit without saving")
+        else:
+            log.warning("%s received: saving after the current step", self.signal_name)
 
     def __exit__(self, *exc):
         for signum, handler in self.previous.items():
