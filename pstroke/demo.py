@@ -107,9 +107,9 @@ def prepare_workdir(workdir: pathlib.Path) -> None:
 
 
 def copy_pretrained(source: pathlib.Path, workdir: pathlib.Path) -> None:
-    """Copy the training workdir `source` (checkpoints, config.json, README.md) into `workdir`."""
+    """Copy the training workdir `source` (checkpoints and the files that record them) into `workdir`."""
     shutil.copytree(source / "checkpoints", workdir / "checkpoints", dirs_exist_ok=True)
-    for name in ("config.json", "README.md"):
+    for name in ("config.json", "README.md", "metrics.jsonl", "git_revision.txt"):
         if (source / name).is_file():
             shutil.copy2(source / name, workdir / name)
 

@@ -252,3 +252,18 @@ def test_finished_demo_training_clears_marker(tmp_path, monkeypatch):
 
     assert demo.latest_checkpoint_step(workdir) == 3
     assert not (workdir / UNFINISHED_TRAINING_FILE).exists()
+
+
+def test_copy_pretrained_keeps_its_records(tmp_path):
+    from pstroke.demo import copy_pretrained
+
+    source = tmp_path / "pretrained"
+    (source / "checkpoints" / "800").mkdir(parents=True)
+    for name in ("config.json", "README.md", "metrics.jsonl", "git_revision.txt"):
+        (source / name).write_text(name)
+
+    copy_pretrained(source, tmp_path / "run")
+
+    copied = sorted(path.name for path in (tmp_path / "run").iterdir())
+    assert copied == ["README.md", "checkpoints", "config.json", "git_revision.txt", "metrics.jsonl"]
+    assert (tmp_path / "run" / "checkpoints" / "800").is_dir()

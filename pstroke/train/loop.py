@@ -16,6 +16,7 @@ import ml_collections
 import numpy as np
 
 from pstroke import batch as batch_format
+from pstroke.cli_output import count_noun
 from pstroke.errors import UserError
 from pstroke.rollout.restore import variant_fix
 from pstroke.train import checkpoint as checkpoint_lib
@@ -305,7 +306,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, raise_on_stop: bool =
     log.info("[train 1/5] workdir %s", workdir)
     path = prepare_workdir(workdir, config, reject_finished)
 
-    log.info("[train 2/5] mesh over %d devices", jax.device_count())
+    log.info("[train 2/5] mesh over %s", count_noun(jax.device_count(), "device"))
     mesh = sharding_lib.make_mesh(config.mesh)
     check_batch_size(config, mesh)
     log.info("mesh %s", dict(mesh.shape))
