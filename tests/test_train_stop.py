@@ -129,3 +129,20 @@ def test_stop_raised_after_save_on_request(tmp_path, steps):
     assert raised.value.signal_name == "SIGTERM"
     assert raised.value.step == 1
     assert raised.value.steps == steps
+
+
+def test_stop_before_first_step_saves_nothing(tmp_path, caplog):
+    import ml_collections
+
+    from pstroke.train.loop import _run_steps
+
+    stop = _StopFlag()
+    stop.requested, stop.signal_name = True, "SIGTERM"
+    checkpointer = _FakeCheckpointer()
+    config = ml_collections.ConfigDict({"steps": 3, "log_every": 1})
+    with caplog.at_level("WARNING"):
+        _run_steps(_FakeState(), _stop_in_step(stop), _FakeData(), checkpointer, tmp_path, config, stop)
+
+    assert checkpointer.saved == []
+    assert "before the first step of this run" in caplog.text
+    assert "saved step" not in caplog.text

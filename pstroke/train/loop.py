@@ -380,7 +380,7 @@ def _run_steps(state, step_fn, data, checkpointer, path, train_config, stop,
     fold_in = jax.jit(jax.random.fold_in)
     pending: tuple[int, dict] | None = None
     last: dict[str, float] = {}
-    saved_step = step
+    start_step = saved_step = step
 
     def report(pending_step: int, device_metrics: dict) -> dict[str, float]:
         metrics = _fetch(device_metrics)
@@ -413,7 +413,11 @@ def _run_steps(state, step_fn, data, checkpointer, path, train_config, stop,
         if stop.requested:
             if saved_step != step:
                 checkpointer.save(step, state, data.get_state(), force=True)
-            if step < train_config.steps:
+            if step == start_step:
+                # No step ran in this call, so nothing new exists to save: the workdir keeps what it had.
+                log.warning("%s received before the first step of this run: stopped at step %d of %d with "
+                            "nothing new to save. Rerun to continue", stop.signal_name, step, train_config.steps)
+            elif step < train_config.steps:
                 log.warning("%s received: saved step %d of %d and stopped. Rerun to continue", stop.signal_name,
                             step, train_config.steps)
             else:
