@@ -15,7 +15,7 @@ from typing import Sequence
 from PIL import Image
 from tqdm import tqdm
 
-from pstroke.cli_output import check_output_folder
+from pstroke.cli_output import check_no_earlier_run, check_output_folder
 from pstroke.errors import UserError, exit_on_user_error
 from pstroke.world.benchmark import BENCHMARK_PATH, read_jsonl, render_sample
 from pstroke.world.layout import Unsatisfiable
@@ -69,6 +69,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise UserError(f"--canvas={args.canvas} is too small; objects need a canvas of at least 16 px (default 32)")
 
     rows = dict(enumerate(read_jsonl(args.metadata)))
+    check_no_earlier_run(args.out, "--out")
     check_output_folder(args.out, "--out")
     render_benchmark(args.out, rows, args.samples, args.canvas, args.seed)
     print(f"wrote {len(rows)} prompts x {args.samples} samples to {args.out}")

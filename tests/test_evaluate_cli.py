@@ -247,3 +247,13 @@ def test_render_benchmark_rejects_file_as_out(tmp_path, capsys):
     _fails_with(render_benchmark.main, ["--out", str(not_a_folder / "inner")], capsys,
                 f"{str(not_a_folder)!r} is a file, not a folder")
     assert not_a_folder.read_text() == "keep"
+
+
+def test_render_benchmark_rejects_folder_of_earlier_run(tmp_path, capsys):
+    metadata = tmp_path / "two.jsonl"
+    benchmark.write_jsonl(ROWS[:2], metadata)
+    args = ["--out", str(tmp_path / "out"), "--samples", "1", "--metadata", str(metadata)]
+    render_benchmark.main(args)
+
+    _fails_with(render_benchmark.main, args, capsys, "already contains an earlier run's 2 prompt folders", "--out=")
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["00000", "00001"]
