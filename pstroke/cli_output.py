@@ -23,7 +23,7 @@ def check_output_folder(path: pathlib.Path, flag: str) -> pathlib.Path:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise UserError(f"cannot create {flag}={str(path)!r} ({error.strerror or error}); "
+        raise UserError(f"failed to create {flag}={str(path)!r} ({error.strerror or error}); "
                         f"pass a {flag} you can write to") from None
     return path
 

@@ -56,9 +56,9 @@ def shapes_model(hidden: int = 128, layers: int = 4, heads: int = 4, kv_heads: i
     # "dense" runs both experts on every token and selects; "gather" sorts tokens by expert and uses
     # jax.lax.ragged_dot. On the CPU backend dense measured about 2x faster (BENCHMARKS.md).
     config.mot_routing = "dense"
-    # Recomputation in the backward pass (training only): "none" keeps every activation; "attention"
-    # recomputes the [B, heads, T, S] attention probabilities instead of storing them per layer;
-    # "layer" recomputes each decoder layer from its input, keeping one residual per layer. On the
+    # What the backward pass recomputes (training only). "none" keeps every activation. "attention"
+    # recomputes the [B, heads, T, S] attention probabilities instead of storing them per layer.
+    # "layer" recomputes each decoder layer from its input and keeps one residual per layer. On the
     # 2-core CPU "attention" measured fastest for the Shapes models (BENCHMARKS.md, "Train step").
     config.remat = "attention"
     return config

@@ -16,7 +16,7 @@ import ml_collections
 import numpy as np
 
 from pstroke import batch as batch_format
-from pstroke.cli_output import count_noun
+from pstroke.cli_output import check_output_folder, count_noun
 from pstroke.errors import UserError
 from pstroke.rollout.restore import variant_fix
 from pstroke.train import checkpoint as checkpoint_lib
@@ -62,18 +62,13 @@ def prepare_workdir(workdir: str, config: ml_collections.ConfigDict, reject_fini
     _check_same_model(path, config)
     if reject_finished:
         _check_steps_left(path, config.train)
+    check_output_folder(path, "--workdir")
     try:
-        path.mkdir(parents=True, exist_ok=True)
         if jax.process_index() == 0:
             (path / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
             (path / "config.txt").write_text(str(config))
             (path / "git_revision.txt").write_text(_git_revision() + "\n")
     except OSError as error:
-        file = next((part for part in (path, *path.parents) if part.exists() and not part.is_dir()), None)
-        if file is not None:
-            where = "it is" if file == path else f"{str(file)!r} is"
-            raise UserError(f"invalid --workdir={str(path)!r}: {where} a file, not a folder; "
-                            "pass a folder path") from None
         raise UserError(f"workdir {str(path)!r} is not writable ({error.strerror or error}); "
                         f"pass a --workdir you can write to") from None
     return path
